@@ -1,0 +1,120 @@
+//! The timing model: how many cycles each instruction takes and how the three modules overlap.
+//!
+//! The compiler's cost model and the functional simulator's cycle estimate both come from here;
+//! the RTL measures the truth, and `sinter bench` shows prediction and measurement side by side.
+
+use crate::{HwConfig, Instruction, Module};
+
+/// Latencies of the memory system and pipelines the model assumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimingParams {
+    /// Cycles from a read request to its first beat.
+    pub mem_latency: u32,
+    /// Fixed cycles to decode and start any instruction.
+    pub issue: u32,
+    /// Depth of the GEMM pipeline (cycles after the last row enters until it is written back).
+    pub gemm_pipeline: u32,
+    /// Depth of the vector-unit pipeline.
+    pub vec_pipeline: u32,
+}
+
+impl Default for TimingParams {
+    fn default() -> Self {
+        TimingParams {
+            mem_latency: 16,
+            issue: 2,
+            gemm_pipeline: 3,
+            vec_pipeline: 4,
+        }
+    }
+}
+
+/// Cycles `insn` occupies its module, ignoring waits for tokens.
+pub fn busy_cycles(cfg: &HwConfig, p: &TimingParams, insn: &Instruction) -> u64 {
+    let issue = p.issue as u64;
+    match insn {
+        Instruction::Load(d) | Instruction::Store(d) => {
+            let e = cfg.element_bytes(d.buffer) as u64;
+            let beats_per_elem = e.div_ceil(cfg.bus_bytes as u64).max(1);
+            let data = d.y_size as u64 * d.x_size as u64 * beats_per_elem;
+            let pad = d.sram_rows() as u64 - d.y_size as u64 * d.x_size as u64;
+            let latency = if matches!(insn, Instruction::Load(_)) {
+                p.mem_latency as u64
+            } else {
+                0
+            };
+            issue + latency + data + pad
+        }
+        Instruction::Gemm(g) => {
+            issue + g.n_outer as u64 * g.n_inner as u64 + p.gemm_pipeline as u64
+        }
+        Instruction::Vec(v) => issue + v.n_outer as u64 * v.n_inner as u64 + p.vec_pipeline as u64,
+        Instruction::Sync(_) => 1,
+    }
+}
+
+/// Start and end cycle of every instruction, and the total.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+    pub total_cycles: u64,
+    pub mac_cycles: u64,
+}
+
+/// Cycles to fetch one instruction over the memory port.
+pub fn fetch_cycles(cfg: &HwConfig) -> u64 {
+    (crate::INSN_BYTES as u64).div_ceil(cfg.bus_bytes as u64)
+}
+
+/// Predicts the schedule of a (valid) program: every module runs its instructions in order; an
+/// instruction starts when its module is free, when it has been fetched, and when each token it
+/// pops has been pushed (the k-th pop from a neighbour waits for that neighbour's k-th push).
+pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Schedule {
+    // Push times of tokens on each directed edge, indexed [from][to].
+    let mut pushes: [[Vec<u64>; 3]; 3] = Default::default();
+    let mut pops = [[0usize; 3]; 3];
+    let mut free = [0u64; 3];
+    let mut s = Schedule {
+        start: Vec::with_capacity(program.len()),
+        end: Vec::with_capacity(program.len()),
+        ..Schedule::default()
+    };
+    let fetch = fetch_cycles(cfg);
+    for (i, insn) in program.iter().enumerate() {
+        let m = insn.module() as usize;
+        let d = insn.deps();
+        let mut t = free[m].max(p.mem_latency as u64 + (i as u64 + 1) * fetch);
+        let (prev, next) = neighbours(insn.module());
+        for (flag, from) in [(d.pop_prev, prev), (d.pop_next, next)] {
+            if let (true, Some(from)) = (flag, from) {
+                let k = pops[from as usize][m];
+                pops[from as usize][m] += 1;
+                if let Some(&at) = pushes[from as usize][m].get(k) {
+                    t = t.max(at);
+                }
+            }
+        }
+        let end = t + busy_cycles(cfg, p, insn);
+        for (flag, to) in [(d.push_prev, prev), (d.push_next, next)] {
+            if let (true, Some(to)) = (flag, to) {
+                pushes[m][to as usize].push(end);
+            }
+        }
+        free[m] = end;
+        s.start.push(t);
+        s.end.push(end);
+        s.mac_cycles += insn.mac_cycles();
+    }
+    s.total_cycles = free.iter().copied().max().unwrap_or(0);
+    s
+}
+
+/// The (prev, next) neighbours of a module in the load ⇄ compute ⇄ store chain.
+pub fn neighbours(m: Module) -> (Option<Module>, Option<Module>) {
+    match m {
+        Module::Load => (None, Some(Module::Compute)),
+        Module::Compute => (Some(Module::Load), Some(Module::Store)),
+        Module::Store => (Some(Module::Compute), None),
+    }
+}
