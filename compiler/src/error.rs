@@ -63,11 +63,31 @@ pub enum CompileError {
     /// The reference interpreter could not run the graph.
     #[error("interpreter: {0}")]
     Interp(String),
+
+    /// Calibration or quantization failed.
+    #[error("quantization: {0}")]
+    Quant(String),
+
+    /// A node cannot be placed on the NPU or the CPU.
+    #[error("partitioning: node '{node}' ({op_type}): {message}")]
+    Partition {
+        node: String,
+        op_type: String,
+        message: String,
+    },
+
+    /// Lowering to NPU instructions failed (a layer does not fit the hardware).
+    #[error("lowering '{layer}': {message}")]
+    Lower { layer: String, message: String },
 }
 
 impl CompileError {
     /// An error about a node.
-    pub fn node(node: impl Into<String>, op_type: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn node(
+        node: impl Into<String>,
+        op_type: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         CompileError::Node {
             node: node.into(),
             op_type: op_type.into(),
@@ -84,7 +104,11 @@ impl CompileError {
     }
 
     /// A shape error at a node.
-    pub fn shape(node: impl Into<String>, op_type: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn shape(
+        node: impl Into<String>,
+        op_type: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         CompileError::Shape {
             node: node.into(),
             op_type: op_type.into(),

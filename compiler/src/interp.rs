@@ -44,8 +44,7 @@ pub fn run_all(
         let v = inputs
             .get(&t.name)
             .ok_or_else(|| CompileError::Interp(format!("missing graph input '{}'", t.name)))?;
-        let ok = v.ndim() == t.shape.len()
-            && (v.ndim() == 0 || v.shape()[1..] == t.shape[1..]);
+        let ok = v.ndim() == t.shape.len() && (v.ndim() == 0 || v.shape()[1..] == t.shape[1..]);
         if !ok {
             return Err(CompileError::Interp(format!(
                 "graph input '{}' has shape {:?}, expected {:?}",
@@ -72,11 +71,9 @@ pub fn run_all(
                 args.push(v.view());
             }
             eval_op(&node.op, &args).map_err(|e| match e {
-                CompileError::Interp(m) => CompileError::Interp(format!(
-                    "node '{}' ({}): {m}",
-                    node.name,
-                    node.op.name()
-                )),
+                CompileError::Interp(m) => {
+                    CompileError::Interp(format!("node '{}' ({}): {m}", node.name, node.op.name()))
+                }
                 other => other,
             })?
         };
@@ -101,17 +98,16 @@ pub fn eval_op(op: &Op, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32
         } => {
             let a = as_2d(x)?;
             let b = as_2d(&inputs[1])?;
-            let a = if *trans_a { a.t() } else { a };
-            let b = if *trans_b { b.t() } else { b };
+            let a = if *trans_a { a.reversed_axes() } else { a };
+            let b = if *trans_b { b.reversed_axes() } else { b };
             let mut y = a.dot(&b);
             if *alpha != 1.0 {
                 y *= *alpha;
             }
             if let Some(c) = inputs.get(2) {
-                let c = c.broadcast(y.raw_dim().into_dyn()).ok_or_else(|| {
+                let c = c.broadcast(y.raw_dim()).ok_or_else(|| {
                     CompileError::Interp("C does not broadcast to the output".into())
                 })?;
-                let c = c.into_dimensionality::<Ix2>().map_err(interp_err)?;
                 let beta = *beta;
                 Zip::from(&mut y).and(&c).for_each(|y, &c| *y += beta * c);
             }
@@ -123,7 +119,9 @@ pub fn eval_op(op: &Op, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32
             let out = &out_shapes[0];
             let lhs = x.broadcast(out.as_slice()).ok_or_else(bcast_err)?;
             let rhs = inputs[1].broadcast(out.as_slice()).ok_or_else(bcast_err)?;
-            Zip::from(&lhs).and(&rhs).map_collect(|&p, &q| b.apply(p, q))
+            Zip::from(&lhs)
+                .and(&rhs)
+                .map_collect(|&p, &q| b.apply(p, q))
         }
         Op::Relu => x.mapv(|v| v.max(0.0)),
         Op::Clip { min, max } => {
@@ -137,7 +135,8 @@ pub fn eval_op(op: &Op, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32
         Op::Flatten { .. } | Op::Reshape { .. } => reshaped(x, &out_shapes[0])?,
         Op::Softmax { axis, coerce_2d } => {
             if *coerce_2d {
-                let [rows, cols] = shape::flatten(x.shape(), *axis).map_err(CompileError::Interp)?;
+                let [rows, cols] =
+                    shape::flatten(x.shape(), *axis).map_err(CompileError::Interp)?;
                 let mut y = reshaped(x, &[rows, cols])?;
                 softmax_in_place(&mut y, 1);
                 y.into_shape_with_order(IxDyn(x.shape()))
@@ -204,9 +203,21 @@ fn softmax_in_place(y: &mut ArrayD<f32>, axis: usize) {
 }
 
 /// numpy `matmul` with batch broadcasting and 1-D promotion.
-fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
-    let a2: Vec<usize> = if a.ndim() == 1 { vec![1, a.len()] } else { a.shape().to_vec() };
-    let b2: Vec<usize> = if b.ndim() == 1 { vec![b.len(), 1] } else { b.shape().to_vec() };
+fn matmul(
+    a: &ArrayViewD<'_, f32>,
+    b: &ArrayViewD<'_, f32>,
+    out_shape: &[usize],
+) -> Result<ArrayD<f32>> {
+    let a2: Vec<usize> = if a.ndim() == 1 {
+        vec![1, a.len()]
+    } else {
+        a.shape().to_vec()
+    };
+    let b2: Vec<usize> = if b.ndim() == 1 {
+        vec![b.len(), 1]
+    } else {
+        b.shape().to_vec()
+    };
     let (ra, rb) = (a2.len(), b2.len());
     let (m, k, n) = (a2[ra - 2], a2[ra - 1], b2[rb - 1]);
     let bmat = reshaped(b, &b2)?;
@@ -214,10 +225,14 @@ fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>, out_shape: &[usize])
     // A batched matrix times one shared matrix: a single large product.
     if rb == 2 {
         let rows = a.len() / k.max(1);
-        let a_flat = reshaped(a, &[rows, k])?.into_dimensionality::<Ix2>().map_err(interp_err)?;
+        let a_flat = reshaped(a, &[rows, k])?
+            .into_dimensionality::<Ix2>()
+            .map_err(interp_err)?;
         let bm = bmat.into_dimensionality::<Ix2>().map_err(interp_err)?;
         let y = a_flat.dot(&bm);
-        return y.into_shape_with_order(IxDyn(out_shape)).map_err(interp_err);
+        return y
+            .into_shape_with_order(IxDyn(out_shape))
+            .map_err(interp_err);
     }
 
     let batch = shape::broadcast(&a2[..ra - 2], &b2[..rb - 2]).map_err(CompileError::Interp)?;
@@ -253,7 +268,8 @@ fn matmul(a: &ArrayViewD<'_, f32>, b: &ArrayViewD<'_, f32>, out_shape: &[usize])
             .map_err(interp_err)?;
         out.assign(&ai.dot(&bi));
     }
-    y.into_shape_with_order(IxDyn(out_shape)).map_err(interp_err)
+    y.into_shape_with_order(IxDyn(out_shape))
+        .map_err(interp_err)
 }
 
 #[cfg(test)]
@@ -285,8 +301,12 @@ mod tests {
 
     #[test]
     fn batched_matmul_matches_loop() {
-        let a = ArrayD::from_shape_fn(IxDyn(&[2, 1, 3, 4]), |i| (i[0] * 7 + i[2] * 3 + i[3]) as f32 * 0.1);
-        let b = ArrayD::from_shape_fn(IxDyn(&[3, 4, 2]), |i| (i[0] + 2 * i[1] + i[2]) as f32 * 0.2 - 1.0);
+        let a = ArrayD::from_shape_fn(IxDyn(&[2, 1, 3, 4]), |i| {
+            (i[0] * 7 + i[2] * 3 + i[3]) as f32 * 0.1
+        });
+        let b = ArrayD::from_shape_fn(IxDyn(&[3, 4, 2]), |i| {
+            (i[0] + 2 * i[1] + i[2]) as f32 * 0.2 - 1.0
+        });
         let y = eval1(&Op::MatMul, &[&a, &b]);
         assert_eq!(y.shape(), &[2, 3, 3, 2]);
         for p in 0..2 {
@@ -310,7 +330,10 @@ mod tests {
         let a = array![[1.0f32], [2.0]].into_dyn();
         let b = array![10.0f32, 20.0, 30.0].into_dyn();
         let y = eval1(&Op::Binary(crate::ir::BinaryOp::Sub), &[&a, &b]);
-        assert_eq!(y, array![[-9.0f32, -19.0, -29.0], [-8.0, -18.0, -28.0]].into_dyn());
+        assert_eq!(
+            y,
+            array![[-9.0f32, -19.0, -29.0], [-8.0, -18.0, -28.0]].into_dyn()
+        );
         let bad = array![1.0f32, 2.0].into_dyn();
         let views = [b.view(), bad.view()];
         assert!(eval_op(&Op::Binary(crate::ir::BinaryOp::Add), &views).is_err());

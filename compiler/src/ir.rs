@@ -43,7 +43,10 @@ pub enum Activation {
     None,
     Relu,
     /// Clamp to `[min, max]`; an absent bound is `±inf`.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl Activation {

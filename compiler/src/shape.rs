@@ -10,10 +10,7 @@ pub type ShapeResult<T> = std::result::Result<T, String>;
 pub fn infer(op: &Op, inputs: &[&[usize]]) -> ShapeResult<Vec<Vec<usize>>> {
     let (lo, hi) = op.arity();
     if inputs.len() < lo || inputs.len() > hi {
-        return Err(format!(
-            "expected {lo}..={hi} inputs, got {}",
-            inputs.len()
-        ));
+        return Err(format!("expected {lo}..={hi} inputs, got {}", inputs.len()));
     }
     let x = inputs[0];
     let out = match op {
@@ -33,7 +30,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> ShapeResult<Vec<Vec<usize>>> {
             let (k, n) = weight.dim();
             if let Some(b) = bias {
                 if b.len() != n {
-                    return Err(format!("bias has {} values, weight has {n} columns", b.len()));
+                    return Err(format!(
+                        "bias has {} values, weight has {n} columns",
+                        b.len()
+                    ));
                 }
             }
             match x.split_last() {
@@ -59,7 +59,11 @@ pub fn infer_graph(graph: &mut Graph) -> Result<()> {
         let mut shapes = Vec::with_capacity(node.inputs.len());
         for input in &node.inputs {
             let s = graph.shape_of(input).ok_or_else(|| {
-                CompileError::node(&node.name, node.op.name(), format!("input '{input}' is undefined"))
+                CompileError::node(
+                    &node.name,
+                    node.op.name(),
+                    format!("input '{input}' is undefined"),
+                )
             })?;
             shapes.push(s.to_vec());
         }
@@ -70,7 +74,11 @@ pub fn infer_graph(graph: &mut Graph) -> Result<()> {
             return Err(CompileError::node(
                 &node.name,
                 node.op.name(),
-                format!("has {} outputs, expected {}", node.outputs.len(), outs.len()),
+                format!(
+                    "has {} outputs, expected {}",
+                    node.outputs.len(),
+                    outs.len()
+                ),
             ));
         }
         let names = node.outputs.clone();
@@ -162,12 +170,14 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> ShapeRe
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} values) to {spec:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} values) to {spec:?}"
+        ));
     }
     Ok(out)
 }
@@ -205,8 +215,16 @@ pub fn matmul(a: &[usize], b: &[usize]) -> ShapeResult<Vec<usize>> {
     if a.is_empty() || b.is_empty() {
         return Err("MatMul inputs must have rank >= 1".to_string());
     }
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
     let (ra, rb) = (a2.len(), b2.len());
     let (m, k) = (a2[ra - 2], a2[ra - 1]);
     let (kb, n) = (b2[rb - 2], b2[rb - 1]);
@@ -238,7 +256,10 @@ mod tests {
 
     #[test]
     fn reshape_semantics() {
-        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert_eq!(reshape_target(&[2, 3, 4], &[-1], false).unwrap(), vec![24]);
         assert_eq!(reshape_target(&[0, 3], &[0, 3], true).unwrap(), vec![0, 3]);
         assert!(reshape_target(&[2, 3], &[0, 3], true).is_err());

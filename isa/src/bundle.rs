@@ -225,9 +225,13 @@ pub enum BundleError {
     Magic,
     #[error("bundle is truncated: {0}")]
     Truncated(String),
-    #[error("bundle format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "bundle format version {0} is not supported (this build reads version {FORMAT_VERSION})"
+    )]
     Version(u32),
-    #[error("bundle was built for NPU architecture {found:#x}, this build implements {expected:#x}")]
+    #[error(
+        "bundle was built for NPU architecture {found:#x}, this build implements {expected:#x}"
+    )]
     Arch { found: u32, expected: u32 },
     #[error("bundle header checksum mismatch: the file is corrupted")]
     HeaderChecksum,
@@ -434,7 +438,9 @@ impl Bundle {
         let mut ranges: [Option<Range<usize>>; 5] = Default::default();
         for e in table.chunks_exact(ENTRY_BYTES) {
             let kind_bits = u32_at(e, 0);
-            let Some(kind) = SectionKind::ALL.into_iter().find(|k| *k as u32 == kind_bits)
+            let Some(kind) = SectionKind::ALL
+                .into_iter()
+                .find(|k| *k as u32 == kind_bits)
             else {
                 // Unknown sections from a newer minor writer are skipped (they are checksummed
                 // by the header CRC through the table).
@@ -480,14 +486,13 @@ impl Bundle {
         let io: IoSpec = json(SectionKind::Io, &b[section(SectionKind::Io)?])?;
         let cpu: CpuSection = json(SectionKind::Cpu, &b[section(SectionKind::Cpu)?])?;
         let prog_bytes = &b[section(SectionKind::Program)?];
-        if prog_bytes.len() % INSN_BYTES != 0 {
+        if !prog_bytes.len().is_multiple_of(INSN_BYTES) {
             return Err(BundleError::Malformed(format!(
                 "program section is {} bytes, not a whole number of instructions",
                 prog_bytes.len()
             )));
         }
-        let program =
-            decode_program(prog_bytes).map_err(|(i, e)| BundleError::Program(i, e))?;
+        let program = decode_program(prog_bytes).map_err(|(i, e)| BundleError::Program(i, e))?;
         let weights_range = section(SectionKind::Weights)?;
         let bundle = Bundle {
             config,
@@ -511,10 +516,14 @@ impl Bundle {
         let prog_end = m.program_base as u64 + (self.program.len() * INSN_BYTES) as u64;
         let w_end = m.weights_base as u64 + self.weights_range.len() as u64;
         let arena_end = m.arena_base as u64 + m.arena_bytes as u64;
-        if m.program_base % INSN_BYTES as u32 != 0 {
+        if !m.program_base.is_multiple_of(INSN_BYTES as u32) {
             return bad(format!("program base {:#x} not aligned", m.program_base));
         }
-        for (what, end) in [("program", prog_end), ("weights", w_end), ("arena", arena_end)] {
+        for (what, end) in [
+            ("program", prog_end),
+            ("weights", w_end),
+            ("arena", arena_end),
+        ] {
             if end > m.dram_bytes as u64 {
                 return bad(format!(
                     "{what} ends at {end:#x}, beyond the {:#x} bytes of DRAM",
@@ -524,7 +533,10 @@ impl Bundle {
         }
         for t in self.io.npu_inputs.iter().chain(&self.io.npu_outputs) {
             if t.shape.len() != t.strides.len() {
-                return bad(format!("tensor '{}' has mismatched shape and strides", t.name));
+                return bad(format!(
+                    "tensor '{}' has mismatched shape and strides",
+                    t.name
+                ));
             }
             let last: u64 = t
                 .shape
@@ -533,7 +545,10 @@ impl Bundle {
                 .map(|(d, s)| (*d as u64).saturating_sub(1) * *s as u64)
                 .sum();
             if t.elements() > 0 && last >= t.bytes as u64 {
-                return bad(format!("tensor '{}' overruns its {} bytes", t.name, t.bytes));
+                return bad(format!(
+                    "tensor '{}' overruns its {} bytes",
+                    t.name, t.bytes
+                ));
             }
             if t.dram_base as u64 + t.bytes as u64 > m.dram_bytes as u64 {
                 return bad(format!("tensor '{}' lies outside DRAM", t.name));

@@ -176,8 +176,14 @@ mod tests {
     fn parses_array_size() {
         assert_eq!("8x8".parse::<HwConfig>().unwrap(), HwConfig::SMALL);
         assert_eq!("16X16".parse::<HwConfig>().unwrap(), HwConfig::DEFAULT);
-        assert!(matches!("12x8".parse::<HwConfig>(), Err(ConfigError::ArrayDims(12, 8))));
-        assert!(matches!("16".parse::<HwConfig>(), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            "12x8".parse::<HwConfig>(),
+            Err(ConfigError::ArrayDims(12, 8))
+        ));
+        assert!(matches!(
+            "16".parse::<HwConfig>(),
+            Err(ConfigError::Parse(_))
+        ));
     }
 
     #[test]

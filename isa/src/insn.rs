@@ -20,9 +20,10 @@ pub const INSN_BYTES: usize = 32;
 pub const INSN_BITS: u32 = 256;
 
 /// The three concurrent modules of the NPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Module {
     Load = 0,
+    #[default]
     Compute = 1,
     Store = 2,
 }
@@ -237,12 +238,6 @@ pub struct Sync {
     pub module: Module,
 }
 
-impl Default for Module {
-    fn default() -> Self {
-        Module::Compute
-    }
-}
-
 /// One decoded instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Instruction {
@@ -314,7 +309,9 @@ impl Instruction {
         if (m == Module::Load && (d.pop_prev || d.push_prev))
             || (m == Module::Store && (d.pop_next || d.push_next))
         {
-            return Err(InsnFault::Illegal("dependency flag names a missing neighbour"));
+            return Err(InsnFault::Illegal(
+                "dependency flag names a missing neighbour",
+            ));
         }
         match self {
             Instruction::Load(dma) | Instruction::Store(dma) => {
@@ -336,7 +333,9 @@ impl Instruction {
                     return Err(InsnFault::SramBounds);
                 }
                 let align = cfg.dram_alignment(dma.buffer);
-                if dma.dram_base % align != 0 || dma.x_stride % align != 0 || dma.y_stride % align != 0
+                if dma.dram_base % align != 0
+                    || dma.x_stride % align != 0
+                    || dma.y_stride % align != 0
                 {
                     return Err(InsnFault::Misaligned);
                 }
@@ -720,7 +719,7 @@ pub fn encode_program(program: &[Instruction]) -> Vec<u8> {
 
 /// Decodes a whole program; the error names the instruction index.
 pub fn decode_program(bytes: &[u8]) -> Result<Vec<Instruction>, (usize, DecodeError)> {
-    if bytes.len() % INSN_BYTES != 0 {
+    if !bytes.len().is_multiple_of(INSN_BYTES) {
         return Err((bytes.len() / INSN_BYTES, DecodeError::Length(bytes.len())));
     }
     bytes
@@ -797,7 +796,15 @@ impl fmt::Display for Instruction {
             Instruction::Vec(v) => write!(
                 f,
                 "vec.{:?} p={} {}x{} out[{}] <- acc[{}] zp={} clamp=[{},{}]",
-                v.op, v.param, v.n_outer, v.n_inner, v.dst, v.src, v.zero_point, v.clamp_lo, v.clamp_hi
+                v.op,
+                v.param,
+                v.n_outer,
+                v.n_inner,
+                v.dst,
+                v.src,
+                v.zero_point,
+                v.clamp_lo,
+                v.clamp_hi
             )?,
             Instruction::Sync(s) => write!(f, "sync  {}", s.module.name())?,
         }

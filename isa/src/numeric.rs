@@ -199,8 +199,14 @@ mod tests {
         assert_eq!(requantize(i32::MAX, i32::MAX, 0), i32::MAX);
         assert_eq!(requantize(i32::MIN, i32::MAX, 0), i32::MIN);
         // Shift lanes beyond the maximum are clamped, negative ones read as huge.
-        assert_eq!(requantize(1 << 30, 1 << 30, 100), requantize(1 << 30, 1 << 30, 62));
-        assert_eq!(requantize(1 << 30, 1 << 30, -1), requantize(1 << 30, 1 << 30, 62));
+        assert_eq!(
+            requantize(1 << 30, 1 << 30, 100),
+            requantize(1 << 30, 1 << 30, 62)
+        );
+        assert_eq!(
+            requantize(1 << 30, 1 << 30, -1),
+            requantize(1 << 30, 1 << 30, 62)
+        );
     }
 
     #[test]

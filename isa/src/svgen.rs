@@ -24,9 +24,19 @@ pub fn generate() -> String {
     );
     let d = HwConfig::DEFAULT;
     line(w, "// Architecture version (VERSION register).");
-    param(w, "logic [31:0]", "ARCH_VERSION", format!("32'h{:08x}", crate::ARCH_VERSION));
+    param(
+        w,
+        "logic [31:0]",
+        "ARCH_VERSION",
+        format!("32'h{:08x}", crate::ARCH_VERSION),
+    );
     param(w, "int unsigned", "INSN_BITS", INSN_BITS.to_string());
-    param(w, "int unsigned", "INSN_BYTES", crate::INSN_BYTES.to_string());
+    param(
+        w,
+        "int unsigned",
+        "INSN_BYTES",
+        crate::INSN_BYTES.to_string(),
+    );
     line(w, "\n// Default hardware configuration.");
     for (name, v) in [
         ("DEFAULT_ROWS", d.rows),
@@ -42,30 +52,71 @@ pub fn generate() -> String {
 
     line(w, "\n// Opcodes.");
     for op in Opcode::ALL {
-        param(w, "logic [3:0]", &format!("OP_{}", op.name().to_uppercase()), format!("4'd{}", op as u32));
+        param(
+            w,
+            "logic [3:0]",
+            &format!("OP_{}", op.name().to_uppercase()),
+            format!("4'd{}", op as u32),
+        );
     }
     line(w, "\n// Buffers (field `buffer` of load/store).");
     for b in Buffer::ALL {
-        param(w, "logic [1:0]", &format!("BUF_{}", b.name().to_uppercase()), format!("2'd{}", b as u32));
+        param(
+            w,
+            "logic [1:0]",
+            &format!("BUF_{}", b.name().to_uppercase()),
+            format!("2'd{}", b as u32),
+        );
     }
     line(w, "\n// Modules (field `target` of sync).");
     for m in Module::ALL {
-        param(w, "logic [1:0]", &format!("MOD_{}", m.name().to_uppercase()), format!("2'd{}", m as u32));
+        param(
+            w,
+            "logic [1:0]",
+            &format!("MOD_{}", m.name().to_uppercase()),
+            format!("2'd{}", m as u32),
+        );
     }
     line(w, "\n// Vector-unit operations.");
-    param(w, "logic [3:0]", "VEC_REQUANT", format!("4'd{}", VecOp::Requant as u32));
+    param(
+        w,
+        "logic [3:0]",
+        "VEC_REQUANT",
+        format!("4'd{}", VecOp::Requant as u32),
+    );
     line(w, "\n// Dependency flag bits within `deps`.");
-    for (name, bit) in [("DEP_POP_PREV", 0), ("DEP_POP_NEXT", 1), ("DEP_PUSH_PREV", 2), ("DEP_PUSH_NEXT", 3)] {
+    for (name, bit) in [
+        ("DEP_POP_PREV", 0),
+        ("DEP_POP_NEXT", 1),
+        ("DEP_PUSH_PREV", 2),
+        ("DEP_PUSH_NEXT", 3),
+    ] {
         param(w, "int unsigned", name, bit.to_string());
     }
 
-    line(w, "\n// Requantization: round half away from zero of (acc + bias) * mult >>> shift,");
-    line(w, "// shift lanes read unsigned and clamped to MAX_SHIFT, then + zero point, clamp.");
-    param(w, "int unsigned", "MAX_SHIFT", crate::numeric::MAX_SHIFT.to_string());
+    line(
+        w,
+        "\n// Requantization: round half away from zero of (acc + bias) * mult >>> shift,",
+    );
+    line(
+        w,
+        "// shift lanes read unsigned and clamped to MAX_SHIFT, then + zero point, clamp.",
+    );
+    param(
+        w,
+        "int unsigned",
+        "MAX_SHIFT",
+        crate::numeric::MAX_SHIFT.to_string(),
+    );
 
     line(w, "\n// Register map (byte offsets).");
     for (name, off) in regs::ALL {
-        param(w, "logic [7:0]", &format!("REG_{name}"), format!("8'h{off:02x}"));
+        param(
+            w,
+            "logic [7:0]",
+            &format!("REG_{name}"),
+            format!("8'h{off:02x}"),
+        );
     }
     line(w, "\n// CONTROL and STATUS bits.");
     for (name, v) in [
@@ -88,12 +139,20 @@ pub fn generate() -> String {
         param(w, "logic [7:0]", name, format!("8'd{v}"));
     }
 
-    line(w, "\n// Instruction formats: field positions, then one packed struct per format.");
+    line(
+        w,
+        "\n// Instruction formats: field positions, then one packed struct per format.",
+    );
     for (fmt_name, fields) in FORMATS {
         for fld in COMMON.iter().chain(fields.iter()) {
             let base = format!("F_{}_{}", fmt_name.to_uppercase(), fld.name.to_uppercase());
             param(w, "int unsigned", &format!("{base}_LO"), fld.lo.to_string());
-            param(w, "int unsigned", &format!("{base}_W"), fld.width.to_string());
+            param(
+                w,
+                "int unsigned",
+                &format!("{base}_W"),
+                fld.width.to_string(),
+            );
         }
     }
     for (fmt_name, fields) in FORMATS {
@@ -145,7 +204,9 @@ mod tests {
 
     #[test]
     fn sv_package_is_up_to_date() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(PACKAGE_PATH);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(PACKAGE_PATH);
         let want = generate();
         if std::env::var_os("SINTER_BLESS").is_some() {
             std::fs::write(&path, &want).unwrap();

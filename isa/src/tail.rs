@@ -30,9 +30,13 @@ impl Tensor {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CpuOp {
     /// Softmax along one axis (negative counts from the end), as ONNX opset 13 defines it.
-    Softmax { axis: i64 },
+    Softmax {
+        axis: i64,
+    },
     /// Reinterprets the data with a new shape of the same size.
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     Identity,
 }
 

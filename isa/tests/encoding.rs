@@ -44,32 +44,57 @@ fn instruction() -> impl Strategy<Value = Instruction> {
     prop_oneof![
         dma().prop_map(Instruction::Load),
         dma().prop_map(Instruction::Store),
-        (deps(), any::<bool>(), any::<u16>(), any::<u16>(), any::<u16>(), walk(), walk()).prop_map(
-            |(deps, accumulate, wgt, n_outer, n_inner, acc, act)| Instruction::Gemm(Gemm {
-                deps,
-                accumulate,
-                wgt,
-                n_outer,
-                n_inner,
-                acc,
-                act
-            })
-        ),
-        (deps(), any::<u16>(), any::<u16>(), any::<u16>(), walk(), walk(), any::<[i8; 3]>()).prop_map(
-            |(deps, param, n_outer, n_inner, src, dst, z)| Instruction::Vec(VecInsn {
-                deps,
-                op: VecOp::Requant,
-                param,
-                n_outer,
-                n_inner,
-                src,
-                dst,
-                zero_point: z[0],
-                clamp_lo: z[1],
-                clamp_hi: z[2]
-            })
-        ),
-        (deps(), prop_oneof![Just(Module::Load), Just(Module::Compute), Just(Module::Store)])
+        (
+            deps(),
+            any::<bool>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            walk(),
+            walk()
+        )
+            .prop_map(|(deps, accumulate, wgt, n_outer, n_inner, acc, act)| {
+                Instruction::Gemm(Gemm {
+                    deps,
+                    accumulate,
+                    wgt,
+                    n_outer,
+                    n_inner,
+                    acc,
+                    act,
+                })
+            }),
+        (
+            deps(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u16>(),
+            walk(),
+            walk(),
+            any::<[i8; 3]>()
+        )
+            .prop_map(
+                |(deps, param, n_outer, n_inner, src, dst, z)| Instruction::Vec(VecInsn {
+                    deps,
+                    op: VecOp::Requant,
+                    param,
+                    n_outer,
+                    n_inner,
+                    src,
+                    dst,
+                    zero_point: z[0],
+                    clamp_lo: z[1],
+                    clamp_hi: z[2]
+                })
+            ),
+        (
+            deps(),
+            prop_oneof![
+                Just(Module::Load),
+                Just(Module::Compute),
+                Just(Module::Store)
+            ]
+        )
             .prop_map(|(deps, module)| Instruction::Sync(Sync { deps, module })),
     ]
 }
@@ -112,7 +137,10 @@ fn reserved_bits_and_bad_opcodes_are_rejected() {
     );
     let mut bytes = [0u8; 32];
     bytes[0] = 0x0F;
-    assert_eq!(Instruction::decode(&bytes), Err(insn::DecodeError::Opcode(15)));
+    assert_eq!(
+        Instruction::decode(&bytes),
+        Err(insn::DecodeError::Opcode(15))
+    );
 }
 
 fn sample_bundle() -> Bundle {
@@ -155,7 +183,14 @@ fn sample_bundle() -> Bundle {
         }],
         ..IoSpec::default()
     };
-    Bundle::new(cfg, manifest, io, program, vec![7u8; 300], CpuSection::default())
+    Bundle::new(
+        cfg,
+        manifest,
+        io,
+        program,
+        vec![7u8; 300],
+        CpuSection::default(),
+    )
 }
 
 #[test]
@@ -183,7 +218,10 @@ fn every_truncation_is_an_error() {
     for len in (0..bytes.len()).step_by(97).chain([bytes.len() - 1]) {
         assert!(Bundle::from_bytes(&bytes[..len]).is_err(), "len {len}");
     }
-    assert!(matches!(Bundle::from_bytes(&bytes[..40]), Err(BundleError::Truncated(_))));
+    assert!(matches!(
+        Bundle::from_bytes(&bytes[..40]),
+        Err(BundleError::Truncated(_))
+    ));
 }
 
 #[test]
@@ -205,11 +243,17 @@ fn every_flipped_byte_is_detected() {
     assert!(matches!(Bundle::from_bytes(&b), Err(BundleError::Magic)));
     let mut b = bytes.clone();
     b[8] = 9;
-    assert!(matches!(Bundle::from_bytes(&b), Err(BundleError::Version(9))));
+    assert!(matches!(
+        Bundle::from_bytes(&b),
+        Err(BundleError::Version(9))
+    ));
     let mut b = bytes;
     let last = b.len() - 1;
     b[last] ^= 1;
-    assert!(matches!(Bundle::from_bytes(&b), Err(BundleError::SectionChecksum(_))));
+    assert!(matches!(
+        Bundle::from_bytes(&b),
+        Err(BundleError::SectionChecksum(_))
+    ));
 }
 
 #[test]
@@ -243,5 +287,8 @@ fn validation_catches_bounds_and_alignment() {
         x_size: 1,
         ..Dma::default()
     });
-    assert!(matches!(store_acc.validate(&cfg), Err(InsnFault::Illegal(_))));
+    assert!(matches!(
+        store_acc.validate(&cfg),
+        Err(InsnFault::Illegal(_))
+    ));
 }
