@@ -1,11 +1,17 @@
 //! The fp32 reference interpreter.
 //!
 //! Runs the raw imported graph as well as the optimised one. Matrix products go through
-//! ndarray's `dot`; elementwise work uses whole-array operations.
+//! ndarray's `dot`; convolutions are im2col plus matrix products on chunks of output positions
+//! (direct loops for depthwise ones), pools tight loops, both parallel with rayon; elementwise
+//! work uses whole-array operations.
+
+mod conv;
+mod pool;
+mod tensor;
 
 use std::collections::HashMap;
 
-use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Ix2, IxDyn, Zip};
+use ndarray::{Array2, ArrayD, ArrayView1, ArrayView4, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Zip};
 
 use crate::error::{CompileError, Result};
 use crate::ir::{Activation, Graph, Op};
@@ -168,8 +174,180 @@ pub fn eval_op(op: &Op, inputs: &[ArrayViewD<'_, f32>]) -> Result<Vec<ArrayD<f32
             y.into_shape_with_order(IxDyn(&out_shapes[0]))
                 .map_err(interp_err)?
         }
+        Op::Conv {
+            stride,
+            pads,
+            dilation,
+            groups,
+        } => {
+            let w = inputs[1]
+                .view()
+                .into_dimensionality::<Ix4>()
+                .map_err(interp_err)?;
+            let b = match inputs.get(2) {
+                Some(b) => Some(
+                    b.view()
+                        .into_shape_with_order(b.len())
+                        .map_err(interp_err)?,
+                ),
+                None => None,
+            };
+            let geom = conv::ConvGeometry {
+                stride: *stride,
+                pads: *pads,
+                dilation: *dilation,
+                groups: *groups,
+            };
+            conv2d(x, w, b, geom, Activation::None, &out_shapes[0])?
+        }
+        Op::Conv2d {
+            weight,
+            bias,
+            stride,
+            pads,
+            dilation,
+            groups,
+            activation,
+        } => {
+            let geom = conv::ConvGeometry {
+                stride: *stride,
+                pads: *pads,
+                dilation: *dilation,
+                groups: *groups,
+            };
+            conv2d(
+                x,
+                weight.view(),
+                bias.as_ref().map(|b| b.view()),
+                geom,
+                *activation,
+                &out_shapes[0],
+            )?
+        }
+        Op::BatchNorm { epsilon } => {
+            let c = x.shape()[1];
+            let (mut scale, mut shift) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let param = |i: usize| inputs[i].iter().copied().collect::<Vec<f32>>();
+            let (gamma, beta, mean, var) = (param(1), param(2), param(3), param(4));
+            for ch in 0..c {
+                let a = gamma[ch] / (var[ch] + epsilon).sqrt();
+                scale[ch] = a;
+                shift[ch] = beta[ch] - mean[ch] * a;
+            }
+            tensor::channel_affine(x, &scale, &shift)
+        }
+        Op::ChannelAffine { scale, shift } => tensor::channel_affine(
+            x,
+            scale.as_slice().unwrap_or(&scale.to_vec()),
+            shift.as_slice().unwrap_or(&shift.to_vec()),
+        ),
+        Op::Pool2d {
+            kind,
+            kernel,
+            stride,
+            pads,
+            dilation,
+            ..
+        } => {
+            let out = &out_shapes[0];
+            let xs = x.as_standard_layout();
+            let mut y = ArrayD::<f32>::zeros(IxDyn(out));
+            pool::pool2d(
+                xs.as_slice().ok_or_else(|| interp_err("input layout"))?,
+                [x.shape()[2], x.shape()[3]],
+                *kind,
+                *kernel,
+                *stride,
+                *pads,
+                *dilation,
+                y.as_slice_mut()
+                    .ok_or_else(|| interp_err("output layout"))?,
+                [out[2], out[3]],
+            );
+            y
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let xs = x.as_standard_layout();
+            let plane: usize = x.shape()[2..].iter().product();
+            let mut y = ArrayD::<f32>::zeros(IxDyn(&out_shapes[0]));
+            pool::global_pool(
+                xs.as_slice().ok_or_else(|| interp_err("input layout"))?,
+                plane,
+                matches!(op, Op::GlobalMaxPool),
+                y.as_slice_mut()
+                    .ok_or_else(|| interp_err("output layout"))?,
+            );
+            y
+        }
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
+            let xs = x.as_standard_layout();
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let s: usize = x.shape()[2..].iter().product();
+            let mut y = ArrayD::<f32>::zeros(x.raw_dim());
+            pool::lrn(
+                xs.as_slice().ok_or_else(|| interp_err("input layout"))?,
+                [n, c, s],
+                *size,
+                *alpha,
+                *beta,
+                *bias,
+                y.as_slice_mut()
+                    .ok_or_else(|| interp_err("output layout"))?,
+            );
+            y
+        }
+        Op::LeakyRelu { alpha } => {
+            let a = *alpha;
+            x.mapv(|v| if v < 0.0 { a * v } else { v })
+        }
+        Op::Sigmoid => x.mapv(|v| 1.0 / (1.0 + (-v).exp())),
+        Op::Tanh => x.mapv(f32::tanh),
+        Op::Concat { axis } => tensor::concat(inputs, *axis)?,
+        Op::Transpose { perm } => tensor::transpose(x, perm),
+        Op::Pad { pads, mode, value } => tensor::pad(x, pads, *mode, *value, &out_shapes[0]),
+        Op::Slice { ranges } => tensor::slice(x, ranges),
+        Op::Gather { axis, indices } => tensor::gather(x, *axis, indices, &out_shapes[0])?,
+        Op::Expand { .. } => x
+            .broadcast(IxDyn(&out_shapes[0]))
+            .ok_or_else(bcast_err)?
+            .as_standard_layout()
+            .into_owned(),
     };
     Ok(vec![y])
+}
+
+/// Runs a 2-D convolution on an NCHW input; shapes were checked by shape inference.
+fn conv2d(
+    x: &ArrayViewD<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: conv::ConvGeometry,
+    activation: Activation,
+    out_shape: &[usize],
+) -> Result<ArrayD<f32>> {
+    let xs = x.as_standard_layout();
+    let dims: [usize; 4] = x
+        .shape()
+        .try_into()
+        .map_err(|_| interp_err("convolution input must be 4-D"))?;
+    let mut y = ArrayD::<f32>::zeros(IxDyn(out_shape));
+    conv::conv2d(
+        xs.as_slice().ok_or_else(|| interp_err("input layout"))?,
+        dims,
+        weight,
+        bias,
+        geom,
+        activation,
+        y.as_slice_mut()
+            .ok_or_else(|| interp_err("output layout"))?,
+        [out_shape[2], out_shape[3]],
+    );
+    Ok(y)
 }
 
 fn interp_err(e: impl std::fmt::Display) -> CompileError {

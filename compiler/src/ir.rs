@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 
-use ndarray::{Array1, Array2, ArrayD};
+use ndarray::{Array1, Array2, Array4, ArrayD};
 
 use crate::error::{CompileError, Result};
 
@@ -36,7 +36,7 @@ impl TensorInfo {
     }
 }
 
-/// Activation fused into a [`Op::Dense`].
+/// Activation fused into a [`Op::Dense`] or an [`Op::Conv2d`].
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Activation {
     #[default]
@@ -91,6 +91,41 @@ impl BinaryOp {
     }
 }
 
+/// How a 2-D pooling window combines the values it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolKind {
+    /// Maximum over the window; padding never wins.
+    Max,
+    /// Mean over the window. With `count_include_pad` the divisor counts the explicit padding
+    /// positions the window covers (never the extra positions `ceil_mode` adds past the padded
+    /// input); without it, only the input positions.
+    Avg { count_include_pad: bool },
+}
+
+/// How [`Op::Pad`] fills the border.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    /// A constant value.
+    Constant,
+    /// Mirror without repeating the edge value (`[1, 2, 3]` padded by 2: `3 2 [1 2 3] 2 1`).
+    Reflect,
+    /// Repeat the edge value.
+    Edge,
+    /// Wrap around (`[1, 2, 3]` padded by 2: `2 3 [1 2 3] 1 2`).
+    Wrap,
+}
+
+impl PadMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PadMode::Constant => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Edge => "edge",
+            PadMode::Wrap => "wrap",
+        }
+    }
+}
+
 /// An operator. Runtime inputs are listed in [`Node::inputs`]; everything resolved at import
 /// (attributes, constant shape/bound inputs) lives in the variant.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +139,10 @@ pub enum Op {
     },
     /// numpy `matmul`; inputs `[A, B]`.
     MatMul,
-    /// Elementwise binary op; inputs `[A, B]`.
+    /// Elementwise binary op; inputs `[A, B]`, numpy broadcasting. A residual connection is
+    /// `Binary(BinaryOp::Add)` of two runtime tensors; ONNX `Sum` and `Mean` of several inputs
+    /// are imported as chains of Adds (then a Div by the count). With one per-channel constant
+    /// operand the passes turn it into an [`Op::ChannelAffine`].
     Binary(BinaryOp),
     Relu,
     /// Clamp to `[min, max]`; an absent bound is `±inf`.
@@ -137,6 +175,112 @@ pub enum Op {
         bias: Option<Array1<f32>>,
         activation: Activation,
     },
+    /// ONNX-style 2-D convolution on NCHW tensors with runtime operands; inputs `[X, W]` or
+    /// `[X, W, B]` with `X: [N, C, H, W]`, `W: [O, C/groups, kh, kw]`, `B: [O]`.
+    /// `pads` are `[top, left, bottom, right]` (auto_pad is resolved at import). The pass
+    /// [`crate::passes::conv_to_conv2d`] turns a convolution with constant `W` (and `B`) into
+    /// [`Op::Conv2d`].
+    Conv {
+        stride: [usize; 2],
+        pads: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+    },
+    /// 2-D convolution layer with its weights: `y = act(conv(x, weight) + bias)` on NCHW tensors.
+    /// `weight` is `[O, C/groups, kh, kw]`, `bias` is `[O]`; `pads` are
+    /// `[top, left, bottom, right]` (zero padding). Output
+    /// `[N, O, (H + top + bottom - dilation_h*(kh-1) - 1) / stride_h + 1, ...]`.
+    /// `groups == C == O` is a depthwise convolution.
+    Conv2d {
+        weight: Array4<f32>,
+        bias: Option<Array1<f32>>,
+        stride: [usize; 2],
+        pads: [usize; 4],
+        dilation: [usize; 2],
+        groups: usize,
+        activation: Activation,
+    },
+    /// Inference-mode batch normalization over axis 1 with runtime operands;
+    /// inputs `[X, scale, B, mean, var]` (each parameter `[C]`):
+    /// `y = (x - mean) / sqrt(var + epsilon) * scale + B`.
+    BatchNorm {
+        epsilon: f32,
+    },
+    /// Per-channel affine map over axis 1: `y[n, c, ...] = x[n, c, ...] * scale[c] + shift[c]`.
+    /// Formed from a constant [`Op::BatchNorm`] and from Mul/Add/Sub/Div by per-channel
+    /// constants; folded into a preceding [`Op::Conv2d`] or [`Op::Dense`] when possible.
+    ChannelAffine {
+        scale: Array1<f32>,
+        shift: Array1<f32>,
+    },
+    /// 2-D pooling on NCHW tensors. `pads` are `[top, left, bottom, right]`. The output size
+    /// along an axis is `(in + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride + 1`,
+    /// rounded down, or up with `ceil_mode` (a last window starting past `in + pad_begin` is
+    /// dropped).
+    Pool2d {
+        kind: PoolKind,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: [usize; 4],
+        dilation: [usize; 2],
+        ceil_mode: bool,
+    },
+    /// Mean over all axes after the first two (`[N, C, ...]` to `[N, C, 1, ...]`).
+    GlobalAvgPool,
+    /// Maximum over all axes after the first two (`[N, C, ...]` to `[N, C, 1, ...]`).
+    GlobalMaxPool,
+    /// Local response normalization across channels (axis 1):
+    /// `y = x / (bias + alpha / size * sum(x[c']^2))^beta` over
+    /// `c' in [c - (size-1)/2, c + size/2]` (clipped to the channels).
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
+    /// `x` for `x >= 0`, `alpha * x` otherwise.
+    LeakyRelu {
+        alpha: f32,
+    },
+    Sigmoid,
+    Tanh,
+    /// Concatenation of all inputs (one or more) along `axis`.
+    Concat {
+        axis: usize,
+    },
+    /// Axis permutation: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Padding of every axis by `pads[axis] = [begin, end]` values.
+    Pad {
+        pads: Vec<[usize; 2]>,
+        mode: PadMode,
+        /// Fill value of [`PadMode::Constant`].
+        value: f32,
+    },
+    /// Strided slice with one range per input axis: output index `i` along an axis reads input
+    /// index `start + i * step`, for `i < len`.
+    Slice {
+        ranges: Vec<SliceRange>,
+    },
+    /// numpy broadcast of the input to `shape` (the output shape is the broadcast of both).
+    Expand {
+        shape: Vec<usize>,
+    },
+    /// numpy `take` along `axis` with constant indices (negative indices already resolved).
+    Gather {
+        axis: usize,
+        indices: ArrayD<usize>,
+    },
+}
+
+/// One axis of an [`Op::Slice`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SliceRange {
+    pub start: usize,
+    pub step: isize,
+    pub len: usize,
 }
 
 impl Op {
@@ -154,14 +298,40 @@ impl Op {
             Op::Dropout => "Dropout",
             Op::Softmax { .. } => "Softmax",
             Op::Dense { .. } => "Dense",
+            Op::Conv { .. } => "Conv",
+            Op::Conv2d { .. } => "Conv2d",
+            Op::BatchNorm { .. } => "BatchNorm",
+            Op::ChannelAffine { .. } => "ChannelAffine",
+            Op::Pool2d {
+                kind: PoolKind::Max,
+                ..
+            } => "MaxPool2d",
+            Op::Pool2d {
+                kind: PoolKind::Avg { .. },
+                ..
+            } => "AvgPool2d",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Lrn { .. } => "Lrn",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::Sigmoid => "Sigmoid",
+            Op::Tanh => "Tanh",
+            Op::Concat { .. } => "Concat",
+            Op::Transpose { .. } => "Transpose",
+            Op::Pad { .. } => "Pad",
+            Op::Slice { .. } => "Slice",
+            Op::Gather { .. } => "Gather",
+            Op::Expand { .. } => "Expand",
         }
     }
 
     /// Number of runtime inputs accepted: (min, max).
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            Op::Gemm { .. } => (2, 3),
+            Op::Gemm { .. } | Op::Conv { .. } => (2, 3),
             Op::MatMul | Op::Binary(_) => (2, 2),
+            Op::BatchNorm { .. } => (5, 5),
+            Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
         }
     }
@@ -207,16 +377,123 @@ impl fmt::Display for Op {
                 if bias.is_some() {
                     write!(f, ", bias")?;
                 }
-                match activation {
-                    Activation::None => {}
-                    Activation::Relu => write!(f, ", relu")?,
-                    Activation::Clip { min, max } => write!(f, ", clip[{min}, {max}]")?,
+                write_activation(f, *activation)?;
+                write!(f, ")")
+            }
+            Op::Conv {
+                stride,
+                pads,
+                dilation,
+                groups,
+            } => {
+                write!(f, "Conv(")?;
+                write_geometry(f, *stride, *pads, *dilation)?;
+                if *groups != 1 {
+                    write!(f, ", groups={groups}")?;
                 }
                 write!(f, ")")
             }
+            Op::Conv2d {
+                weight,
+                bias,
+                stride,
+                pads,
+                dilation,
+                groups,
+                activation,
+            } => {
+                let (o, i, kh, kw) = weight.dim();
+                write!(f, "Conv2d({o}x{i}x{kh}x{kw}, ")?;
+                write_geometry(f, *stride, *pads, *dilation)?;
+                if *groups != 1 {
+                    write!(f, ", groups={groups}")?;
+                }
+                if bias.is_some() {
+                    write!(f, ", bias")?;
+                }
+                write_activation(f, *activation)?;
+                write!(f, ")")
+            }
+            Op::BatchNorm { epsilon } => write!(f, "BatchNorm(epsilon={epsilon})"),
+            Op::ChannelAffine { scale, .. } => write!(f, "ChannelAffine({})", scale.len()),
+            Op::Pool2d {
+                kind,
+                kernel,
+                stride,
+                pads,
+                dilation,
+                ceil_mode,
+            } => {
+                write!(f, "{}({}x{}, ", self.name(), kernel[0], kernel[1])?;
+                write_geometry(f, *stride, *pads, *dilation)?;
+                if let PoolKind::Avg {
+                    count_include_pad: true,
+                } = kind
+                {
+                    write!(f, ", count_include_pad")?;
+                }
+                if *ceil_mode {
+                    write!(f, ", ceil")?;
+                }
+                write!(f, ")")
+            }
+            Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } => write!(
+                f,
+                "Lrn(size={size}, alpha={alpha}, beta={beta}, bias={bias})"
+            ),
+            Op::LeakyRelu { alpha } => write!(f, "LeakyRelu({alpha})"),
+            Op::Concat { axis } => write!(f, "Concat(axis={axis})"),
+            Op::Transpose { perm } => write!(f, "Transpose({perm:?})"),
+            Op::Pad { pads, mode, value } => {
+                write!(f, "Pad({pads:?}, {}", mode.name())?;
+                if *mode == PadMode::Constant && *value != 0.0 {
+                    write!(f, ", {value}")?;
+                }
+                write!(f, ")")
+            }
+            Op::Slice { ranges } => {
+                let r: Vec<String> = ranges
+                    .iter()
+                    .map(|r| format!("{}+{}*{}", r.start, r.step, r.len))
+                    .collect();
+                write!(f, "Slice({})", r.join(", "))
+            }
+            Op::Gather { axis, indices } => {
+                write!(f, "Gather(axis={axis}, indices {:?})", indices.shape())
+            }
+            Op::Expand { shape } => write!(f, "Expand({shape:?})"),
             other => f.write_str(other.name()),
         }
     }
+}
+
+fn write_activation(f: &mut fmt::Formatter<'_>, activation: Activation) -> fmt::Result {
+    match activation {
+        Activation::None => Ok(()),
+        Activation::Relu => write!(f, ", relu"),
+        Activation::Clip { min, max } => write!(f, ", clip[{min}, {max}]"),
+    }
+}
+
+fn write_geometry(
+    f: &mut fmt::Formatter<'_>,
+    stride: [usize; 2],
+    pads: [usize; 4],
+    dilation: [usize; 2],
+) -> fmt::Result {
+    write!(f, "stride={}x{}", stride[0], stride[1])?;
+    if pads != [0; 4] {
+        write!(f, ", pads={pads:?}")?;
+    }
+    if dilation != [1, 1] {
+        write!(f, ", dilation={}x{}", dilation[0], dilation[1])?;
+    }
+    Ok(())
 }
 
 /// One operator application.
@@ -434,6 +711,10 @@ impl Graph {
                     Op::Dense { weight, bias, .. } => {
                         weight.len() + bias.as_ref().map_or(0, Array1::len)
                     }
+                    Op::Conv2d { weight, bias, .. } => {
+                        weight.len() + bias.as_ref().map_or(0, Array1::len)
+                    }
+                    Op::ChannelAffine { scale, shift } => scale.len() + shift.len(),
                     _ => 0,
                 })
                 .sum::<usize>();

@@ -1,7 +1,7 @@
 //! Shape inference for every [`Op`].
 
 use crate::error::{CompileError, Result};
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, Op, PadMode};
 
 /// Shape error message, wrapped with node context by the callers.
 pub type ShapeResult<T> = std::result::Result<T, String>;
@@ -25,6 +25,181 @@ pub fn infer(op: &Op, inputs: &[&[usize]]) -> ShapeResult<Vec<Vec<usize>>> {
         Op::Softmax { axis, .. } => {
             check_axis(*axis, x.len())?;
             x.to_vec()
+        }
+        Op::Conv {
+            stride,
+            pads,
+            dilation,
+            groups,
+        } => {
+            if let Some(b) = inputs.get(2) {
+                if b.len() != 1 || inputs[1].first() != b.first() {
+                    return Err(format!(
+                        "bias {b:?} does not match the weight {:?}",
+                        inputs[1]
+                    ));
+                }
+            }
+            let w: [usize; 4] = inputs[1]
+                .try_into()
+                .map_err(|_| format!("weight must be 4-D, got {:?}", inputs[1]))?;
+            conv2d(x, w, *stride, *pads, *dilation, *groups)?
+        }
+        Op::Conv2d {
+            weight,
+            bias,
+            stride,
+            pads,
+            dilation,
+            groups,
+            ..
+        } => {
+            let (o, i, kh, kw) = weight.dim();
+            if let Some(b) = bias {
+                if b.len() != o {
+                    return Err(format!(
+                        "bias has {} values, weight has {o} output channels",
+                        b.len()
+                    ));
+                }
+            }
+            conv2d(x, [o, i, kh, kw], *stride, *pads, *dilation, *groups)?
+        }
+        Op::BatchNorm { .. } => {
+            let c = channels(x)?;
+            for (i, p) in inputs[1..].iter().enumerate() {
+                if *p != [c] {
+                    return Err(format!(
+                        "parameter #{} has shape {p:?}, expected [{c}]",
+                        i + 1
+                    ));
+                }
+            }
+            x.to_vec()
+        }
+        Op::ChannelAffine { scale, shift } => {
+            let c = channels(x)?;
+            if scale.len() != c || shift.len() != c {
+                return Err(format!(
+                    "{} scales and {} shifts for {c} channels",
+                    scale.len(),
+                    shift.len()
+                ));
+            }
+            x.to_vec()
+        }
+        Op::Pool2d {
+            kernel,
+            stride,
+            pads,
+            dilation,
+            ceil_mode,
+            ..
+        } => {
+            let &[n, c, h, w] = x else {
+                return Err(format!("input must be 4-D (NCHW), got {x:?}"));
+            };
+            let oh = window_out(
+                h,
+                kernel[0],
+                stride[0],
+                pads[0],
+                pads[2],
+                dilation[0],
+                *ceil_mode,
+            )?;
+            let ow = window_out(
+                w,
+                kernel[1],
+                stride[1],
+                pads[1],
+                pads[3],
+                dilation[1],
+                *ceil_mode,
+            )?;
+            vec![n, c, oh, ow]
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            channels(x)?;
+            let mut out = x.to_vec();
+            for d in &mut out[2..] {
+                if *d == 0 {
+                    return Err(format!("cannot pool over an empty axis of {x:?}"));
+                }
+                *d = 1;
+            }
+            out
+        }
+        Op::Lrn { size, .. } => {
+            channels(x)?;
+            if *size == 0 {
+                return Err("size must be at least 1".into());
+            }
+            x.to_vec()
+        }
+        Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh => x.to_vec(),
+        Op::Concat { axis } => concat(inputs, *axis)?,
+        Op::Transpose { perm } => {
+            let mut seen = vec![false; x.len()];
+            if perm.len() != x.len()
+                || perm
+                    .iter()
+                    .any(|&p| p >= x.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(format!(
+                    "perm {perm:?} is not a permutation of {} axes",
+                    x.len()
+                ));
+            }
+            perm.iter().map(|&p| x[p]).collect()
+        }
+        Op::Pad { pads, mode, .. } => {
+            if pads.len() != x.len() {
+                return Err(format!("{} pads for rank {}", pads.len(), x.len()));
+            }
+            x.iter()
+                .zip(pads)
+                .map(|(&d, &[b, e])| {
+                    let grows = b > 0 || e > 0;
+                    match mode {
+                        PadMode::Reflect if grows && (b >= d || e >= d) => Err(format!(
+                            "reflect padding by {b} and {e} needs more than {d} values"
+                        )),
+                        PadMode::Edge | PadMode::Wrap if grows && d == 0 => {
+                            Err("edge or wrap padding of an empty axis".to_string())
+                        }
+                        _ => d
+                            .checked_add(b)
+                            .and_then(|v| v.checked_add(e))
+                            .ok_or_else(|| "padded size overflows".to_string()),
+                    }
+                })
+                .collect::<ShapeResult<Vec<usize>>>()?
+        }
+        Op::Slice { ranges } => {
+            if ranges.len() != x.len() {
+                return Err(format!("{} ranges for rank {}", ranges.len(), x.len()));
+            }
+            for (r, &d) in ranges.iter().zip(x) {
+                if r.len > 0 {
+                    let last = r.start as i128 + (r.len as i128 - 1) * r.step as i128;
+                    if r.start >= d || last < 0 || last >= d as i128 {
+                        return Err(format!("range {r:?} out of bounds for dim {d}"));
+                    }
+                }
+            }
+            ranges.iter().map(|r| r.len).collect()
+        }
+        Op::Expand { shape } => broadcast(x, shape)?,
+        Op::Gather { axis, indices } => {
+            check_axis(*axis, x.len())?;
+            if let Some(&i) = indices.iter().find(|&&i| i >= x[*axis]) {
+                return Err(format!("index {i} out of range for dim {}", x[*axis]));
+            }
+            let mut out = x[..*axis].to_vec();
+            out.extend_from_slice(indices.shape());
+            out.extend_from_slice(&x[axis + 1..]);
+            out
         }
         Op::Dense { weight, bias, .. } => {
             let (k, n) = weight.dim();
@@ -206,6 +381,103 @@ fn gemm(
         if !broadcasts_to(c, &out) {
             return Err(format!("C {c:?} does not broadcast to {out:?}"));
         }
+    }
+    Ok(out)
+}
+
+/// Number of channels (axis 1) of an `[N, C, ...]` tensor.
+fn channels(x: &[usize]) -> ShapeResult<usize> {
+    match x {
+        [_, c, ..] => Ok(*c),
+        _ => Err(format!("input {x:?} has no channel axis")),
+    }
+}
+
+/// Output size of a sliding window along one axis:
+/// `(input + pad_begin + pad_end - dilation*(kernel-1) - 1) / stride + 1`, rounded down, or up
+/// with `ceil_mode` (then a last window that would start past `input + pad_begin` is dropped).
+pub fn window_out(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad_begin: usize,
+    pad_end: usize,
+    dilation: usize,
+    ceil_mode: bool,
+) -> ShapeResult<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
+        ));
+    }
+    let span = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .ok_or("window too large")?;
+    let padded = input
+        .checked_add(pad_begin)
+        .and_then(|v| v.checked_add(pad_end))
+        .ok_or("padded size overflows")?;
+    if padded < span {
+        return Err(format!(
+            "window of {span} does not fit the padded input of {padded}"
+        ));
+    }
+    let n = padded - span;
+    if !ceil_mode {
+        return Ok(n / stride + 1);
+    }
+    let mut out = n.div_ceil(stride) + 1;
+    if (out - 1) * stride >= input + pad_begin {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+/// Output shape of a 2-D convolution of `x: [N, C, H, W]` with a weight `[O, C/groups, kh, kw]`.
+pub fn conv2d(
+    x: &[usize],
+    w: [usize; 4],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    dilation: [usize; 2],
+    groups: usize,
+) -> ShapeResult<Vec<usize>> {
+    let &[n, c, h, wd] = x else {
+        return Err(format!("input must be 4-D (NCHW), got {x:?}"));
+    };
+    let [o, ci, kh, kw] = w;
+    if groups == 0 || c % groups != 0 || o % groups != 0 || c / groups != ci {
+        return Err(format!(
+            "weight {w:?} with {groups} groups does not fit {c} input channels"
+        ));
+    }
+    if o == 0 {
+        return Err("weight has no output channels".into());
+    }
+    let oh = window_out(h, kh, stride[0], pads[0], pads[2], dilation[0], false)?;
+    let ow = window_out(wd, kw, stride[1], pads[1], pads[3], dilation[1], false)?;
+    Ok(vec![n, o, oh, ow])
+}
+
+/// Output shape of a concatenation along `axis`.
+pub fn concat(inputs: &[&[usize]], axis: usize) -> ShapeResult<Vec<usize>> {
+    let first = inputs.first().ok_or("no inputs")?;
+    check_axis(axis, first.len())?;
+    let mut out = first.to_vec();
+    out[axis] = 0;
+    for s in inputs {
+        let same_rest = s.len() == first.len()
+            && s.iter()
+                .zip(first.iter())
+                .enumerate()
+                .all(|(i, (a, b))| i == axis || a == b);
+        if !same_rest {
+            return Err(format!(
+                "shapes {first:?} and {s:?} differ outside axis {axis}"
+            ));
+        }
+        out[axis] += s[axis];
     }
     Ok(out)
 }

@@ -73,11 +73,3 @@ fn digits_mlp_compiles_for_both_arrays() {
         }
     }
 }
-
-#[test]
-#[ignore = "prints the program for inspection"]
-fn print_program() {
-    let b = compile_digits(HwConfig::SMALL, 2);
-    println!("{}", sinter_isa::insn::disassemble(&b.program));
-    println!("{:#?}", b.manifest);
-}

@@ -144,10 +144,10 @@ pub struct Dma {
 }
 
 impl Dma {
-    /// Rows written on chip, padding included.
-    pub fn sram_rows(&self) -> u32 {
-        (self.pad_top as u32 + self.y_size as u32 + self.pad_bottom as u32)
-            * (self.pad_left as u32 + self.x_size as u32 + self.pad_right as u32)
+    /// Rows written on chip, padding included (computed wide: fields are unchecked here).
+    pub fn sram_rows(&self) -> u64 {
+        (self.pad_top as u64 + self.y_size as u64 + self.pad_bottom as u64)
+            * (self.pad_left as u64 + self.x_size as u64 + self.pad_right as u64)
     }
     pub fn has_padding(&self) -> bool {
         self.pad_top | self.pad_bottom | self.pad_left | self.pad_right != 0
@@ -171,13 +171,18 @@ impl Walk {
             stride_inner: 1,
         }
     }
+    /// Row of iteration `(o, i)`; only meaningful for validated instructions, whose rows all
+    /// fit the buffers.
     #[inline]
     pub fn row(&self, o: u32, i: u32) -> u32 {
         self.base as u32 + o * self.stride_outer as u32 + i * self.stride_inner as u32
     }
-    /// The largest row touched by an `outer × inner` loop (both at least 1).
-    pub fn max_row(&self, outer: u16, inner: u16) -> u32 {
-        self.row(outer as u32 - 1, inner as u32 - 1)
+    /// The largest row touched by an `outer × inner` loop (both at least 1), computed wide so
+    /// that any field values give the exact answer.
+    pub fn max_row(&self, outer: u16, inner: u16) -> u64 {
+        self.base as u64
+            + (outer as u64 - 1) * self.stride_outer as u64
+            + (inner as u64 - 1) * self.stride_inner as u64
     }
 }
 
@@ -328,8 +333,8 @@ impl Instruction {
                 if dma.x_size == 0 || dma.y_size == 0 {
                     return Err(InsnFault::Illegal("empty transfer"));
                 }
-                let end = dma.sram_base as u32 + dma.sram_rows();
-                if end > cfg.depth(dma.buffer) {
+                let end = dma.sram_base as u64 + dma.sram_rows();
+                if end > cfg.depth(dma.buffer) as u64 {
                     return Err(InsnFault::SramBounds);
                 }
                 let align = cfg.dram_alignment(dma.buffer);
@@ -345,8 +350,8 @@ impl Instruction {
                     return Err(InsnFault::Illegal("empty loop"));
                 }
                 if g.wgt as u32 >= cfg.wgt_depth
-                    || g.acc.max_row(g.n_outer, g.n_inner) >= cfg.acc_depth
-                    || g.act.max_row(g.n_outer, g.n_inner) >= cfg.act_depth
+                    || g.acc.max_row(g.n_outer, g.n_inner) >= cfg.acc_depth as u64
+                    || g.act.max_row(g.n_outer, g.n_inner) >= cfg.act_depth as u64
                 {
                     return Err(InsnFault::SramBounds);
                 }
@@ -356,8 +361,8 @@ impl Instruction {
                     return Err(InsnFault::Illegal("empty loop"));
                 }
                 if v.param as u32 + 2 >= cfg.acc_depth
-                    || v.src.max_row(v.n_outer, v.n_inner) >= cfg.acc_depth
-                    || v.dst.max_row(v.n_outer, v.n_inner) >= cfg.out_depth
+                    || v.src.max_row(v.n_outer, v.n_inner) >= cfg.acc_depth as u64
+                    || v.dst.max_row(v.n_outer, v.n_inner) >= cfg.out_depth as u64
                 {
                     return Err(InsnFault::SramBounds);
                 }

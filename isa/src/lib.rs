@@ -29,7 +29,8 @@ pub enum Buffer {
     /// int8 rows of `rows` lanes: GEMM inputs.
     #[default]
     Act = 0,
-    /// int8 `rows × cols` tiles: GEMM weights.
+    /// int8 `rows × cols` tiles: GEMM weights; byte `r·cols + c` of a tile is the weight from
+    /// input lane `r` to output lane `c`.
     Wgt = 1,
     /// int32 rows of `cols` lanes: GEMM results and vector-unit parameters.
     Acc = 2,

@@ -7,7 +7,8 @@
 
 /// Architecture version ([`crate::ARCH_VERSION`]). Read-only.
 pub const VERSION: u32 = 0x00;
-/// Write-only: bit 0 starts the program, bit 1 resets the NPU (aborting any run).
+/// Write-only: bit 0 starts the program (ignored while busy); bit 1 resets the NPU, aborting any
+/// run and returning every register, `PROG_BASE` and `PROG_LEN` included, to its power-on value.
 pub const CONTROL: u32 = 0x04;
 /// Read-only status bits.
 pub const STATUS: u32 = 0x08;

@@ -37,7 +37,7 @@ pub fn busy_cycles(cfg: &HwConfig, p: &TimingParams, insn: &Instruction) -> u64 
             let e = cfg.element_bytes(d.buffer) as u64;
             let beats_per_elem = e.div_ceil(cfg.bus_bytes as u64).max(1);
             let data = d.y_size as u64 * d.x_size as u64 * beats_per_elem;
-            let pad = d.sram_rows() as u64 - d.y_size as u64 * d.x_size as u64;
+            let pad = d.sram_rows() - d.y_size as u64 * d.x_size as u64;
             let latency = if matches!(insn, Instruction::Load(_)) {
                 p.mem_latency as u64
             } else {

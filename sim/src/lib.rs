@@ -7,6 +7,7 @@
 //! that the host reads and writes directly.
 
 pub mod func;
+pub mod randprog;
 pub mod rtl;
 
 use sinter_isa::HwConfig;

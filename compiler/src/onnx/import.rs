@@ -19,13 +19,20 @@ use crate::error::{CompileError, Result};
 use crate::ir::{BinaryOp, Graph, Node, Op, TensorInfo};
 use crate::{interp, shape};
 
+mod cnn;
+mod tensor;
+
 /// Oldest supported default-domain opset.
 pub const MIN_OPSET: i64 = 7;
 /// Newest supported default-domain opset.
 pub const MAX_OPSET: i64 = 21;
 
-/// Largest constant the importer materialises (elements).
-const MAX_CONST_ELEMENTS: usize = 1 << 26;
+/// Largest constant the importer materialises (elements; VGG's first fully-connected weight has
+/// 103M).
+const MAX_CONST_ELEMENTS: usize = 1 << 27;
+
+/// Largest runtime tensor the importer accepts (elements, at the import batch size).
+const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
 
 /// Options of the importer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -409,6 +416,40 @@ fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
+/// Rounds to the nearest IEEE half-precision value (ties to even), as a cast to FLOAT16 does.
+fn round_to_f16(x: f32) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let a = x.abs();
+    if a >= 65520.0 {
+        // Past the largest half (65504) plus half an ulp: overflow.
+        return x.signum() * f32::INFINITY;
+    }
+    // Spacing of halfs around `a`: 2^(e - 10) for normals, 2^-24 for subnormals.
+    let e = a.log2().floor().max(-14.0);
+    let ulp = (e - 10.0).exp2();
+    let q = a / ulp;
+    let r = q.round();
+    // Ties to even.
+    let r = if (q - q.trunc() - 0.5).abs() == 0.0 && r % 2.0 != 0.0 {
+        r - 1.0
+    } else {
+        r
+    };
+    x.signum() * r * ulp
+}
+
+/// Rounds to the nearest bfloat16 value (ties to even).
+fn round_to_bf16(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+    f32::from_bits(rounded)
+}
+
 struct Importer {
     opset: i64,
     consts: HashMap<String, Const>,
@@ -487,6 +528,12 @@ impl Ctx<'_> {
             .map_or(default, |a| a.f))
     }
 
+    fn attr_s(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .attr(name, attribute_type::STRING)?
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned()))
+    }
+
     fn attr_ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
         Ok(self
             .attr(name, attribute_type::INTS)?
@@ -504,6 +551,12 @@ impl Importer {
             .get(name)
             .map(|c| c.shape().to_vec())
             .or_else(|| self.graph.shapes.get(name).cloned())
+    }
+
+    /// Shape of a defined tensor, or an error naming it.
+    fn dims_of(&self, ctx: &Ctx, name: &str) -> Result<Vec<usize>> {
+        self.shape_of(name)
+            .ok_or_else(|| ctx.err(format!("input '{name}' is not defined")))
     }
 
     fn unique_name(&mut self, idx: usize, node: &NodeProto) -> String {
@@ -524,6 +577,11 @@ impl Importer {
 
     fn set_const(&mut self, ctx: &Ctx, value: Const) -> Result<()> {
         let out = ctx.output()?.to_string();
+        self.set_const_as(ctx, out, value)
+    }
+
+    /// Defines tensor `out` of the node being imported as a constant.
+    fn set_const_as(&mut self, ctx: &Ctx, out: String, value: Const) -> Result<()> {
         if value.len() > MAX_CONST_ELEMENTS {
             return Err(ctx.err(format!(
                 "constant of shape {:?} is too large",
@@ -559,11 +617,55 @@ impl Importer {
     /// Adds a runtime node, or evaluates it when every input is constant.
     fn emit(&mut self, ctx: &Ctx, op: Op, inputs: &[&str]) -> Result<()> {
         let out = ctx.output()?.to_string();
+        self.check_extra_outputs(ctx)?;
+        self.emit_as(ctx, ctx.name.clone(), op, inputs, out)
+    }
+
+    /// Fails when an output after the first is read by a node or is a graph output.
+    fn check_extra_outputs(&self, ctx: &Ctx) -> Result<()> {
         for extra in ctx.node.output.iter().skip(1) {
             if !extra.is_empty() && self.used.contains(extra) {
                 return Err(ctx.err(format!("extra output '{extra}' is used; not supported")));
             }
         }
+        Ok(())
+    }
+
+    /// A fresh tensor name derived from the first output of the node being imported.
+    fn temp_name(&self, ctx: &Ctx, suffix: &str) -> Result<String> {
+        let base = format!("{}::{suffix}", ctx.output()?);
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.is_defined(&name) || self.used.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        Ok(name)
+    }
+
+    /// A fresh node name derived from the name of the node being imported.
+    fn temp_node_name(&mut self, ctx: &Ctx, suffix: &str) -> String {
+        let base = format!("{}::{suffix}", ctx.name);
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.node_names.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        self.node_names.insert(name.clone());
+        name
+    }
+
+    /// Adds runtime node `name` computing tensor `out`, or evaluates it when every input is
+    /// constant.
+    fn emit_as(
+        &mut self,
+        ctx: &Ctx,
+        name: String,
+        op: Op,
+        inputs: &[&str],
+        out: String,
+    ) -> Result<()> {
         let shapes: Vec<Vec<usize>> = inputs
             .iter()
             .map(|n| {
@@ -575,6 +677,13 @@ impl Importer {
         let out_shape = shape::infer(&op, &refs)
             .map_err(|m| ctx.shape_err(m))?
             .remove(0);
+        let fits = out_shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .is_some_and(|n| n <= MAX_TENSOR_ELEMENTS);
+        if !fits {
+            return Err(ctx.shape_err(format!("output shape {out_shape:?} is too large")));
+        }
 
         if self.all_const(inputs) {
             let values: Vec<ArrayD<f32>> =
@@ -583,7 +692,7 @@ impl Importer {
             let y = interp::eval_op(&op, &views)
                 .map_err(|e| ctx.err(format!("constant folding failed: {e}")))?
                 .remove(0);
-            return self.set_const(ctx, Const::F32(y));
+            return self.set_const_as(ctx, out, Const::F32(y));
         }
 
         for n in inputs {
@@ -596,7 +705,7 @@ impl Importer {
         self.define(ctx, &out)?;
         self.graph.shapes.insert(out.clone(), out_shape);
         self.graph.nodes.push(Node {
-            name: ctx.name.clone(),
+            name,
             op,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             outputs: vec![out],
@@ -606,11 +715,34 @@ impl Importer {
 
     fn add_output(&mut self, output: &ValueInfoProto) -> Result<()> {
         let name = &output.name;
-        if self.consts.contains_key(name) {
-            return Err(CompileError::tensor(
-                name,
-                "graph output is a constant; constant outputs are not supported",
-            ));
+        if let Some(value) = self.consts.get(name) {
+            // A constant output (everything folded) is computed by an Identity of the value.
+            let mut source = format!("{name}::value");
+            while self.is_defined(&source) || self.graph.constants.contains_key(&source) {
+                source.push('_');
+            }
+            let value = value.to_f32();
+            self.graph.replace_uses(name, &source);
+            if let Some(c) = self.graph.constants.remove(name) {
+                self.graph.constants.insert(source.clone(), c);
+            } else {
+                self.graph.constants.insert(source.clone(), value.clone());
+            }
+            let mut node_name = format!("{name}::output");
+            while self.node_names.contains(&node_name) {
+                node_name.push('_');
+            }
+            self.node_names.insert(node_name.clone());
+            self.consts.remove(name);
+            self.graph
+                .shapes
+                .insert(name.clone(), value.shape().to_vec());
+            self.graph.nodes.push(Node {
+                name: node_name,
+                op: Op::Identity,
+                inputs: vec![source],
+                outputs: vec![name.clone()],
+            });
         }
         let shape = self
             .graph
@@ -714,6 +846,44 @@ impl Importer {
                     &[x],
                 )
             }
+            "Conv" => self.conv(&ctx),
+            "BatchNormalization" => self.batch_norm(&ctx),
+            "MaxPool" => self.pool(&ctx, true),
+            "AveragePool" => self.pool(&ctx, false),
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let x = ctx.req_input(0)?;
+                let op = if node.op_type == "GlobalAveragePool" {
+                    Op::GlobalAvgPool
+                } else {
+                    Op::GlobalMaxPool
+                };
+                self.emit(&ctx, op, &[x])
+            }
+            "LRN" => self.lrn(&ctx),
+            "LeakyRelu" => {
+                let x = ctx.req_input(0)?;
+                let alpha = ctx.attr_f("alpha", 0.01)?;
+                self.emit(&ctx, Op::LeakyRelu { alpha }, &[x])
+            }
+            "Sigmoid" => {
+                let x = ctx.req_input(0)?;
+                self.emit(&ctx, Op::Sigmoid, &[x])
+            }
+            "Tanh" => {
+                let x = ctx.req_input(0)?;
+                self.emit(&ctx, Op::Tanh, &[x])
+            }
+            "Transpose" => self.transpose(&ctx),
+            "Pad" => self.pad(&ctx),
+            "Slice" => self.slice(&ctx),
+            "Sum" => self.sum_mean(&ctx, false),
+            "Mean" => self.sum_mean(&ctx, true),
+            "Range" => self.range(&ctx),
+            "Expand" => self.expand(&ctx),
+            "Size" => self.size(&ctx),
+            "Neg" | "Abs" | "Floor" | "Ceil" | "Sqrt" | "Exp" | "Log" | "Reciprocal" | "Not"
+            | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+            | "Pow" | "Max" | "Min" | "Where" => self.const_elementwise(&ctx),
             "Softmax" => {
                 let x = ctx.req_input(0)?;
                 let rank = self.shape_of(x).map_or(0, |s| s.len());
@@ -825,6 +995,9 @@ impl Importer {
     }
 
     fn gather(&mut self, ctx: &Ctx) -> Result<()> {
+        if !self.consts.contains_key(ctx.req_input(0)?) {
+            return self.gather_runtime(ctx);
+        }
         let data = self.const_input(ctx, 0)?;
         let indices = self.const_input(ctx, 1)?;
         let rank = data.shape().len();
@@ -904,48 +1077,6 @@ impl Importer {
         self.emit(ctx, op, &[x])
     }
 
-    fn concat(&mut self, ctx: &Ctx) -> Result<()> {
-        let names: Vec<&str> = ctx
-            .node
-            .input
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if names.is_empty() {
-            return Err(ctx.err("has no inputs"));
-        }
-        if !self.all_const(&names) {
-            return Err(ctx.err("only constant inputs are supported"));
-        }
-        let parts: Vec<&Const> = names.iter().map(|n| &self.consts[*n]).collect();
-        let rank = parts[0].shape().len();
-        let axis = shape::normalize_axis(
-            ctx.attr("axis", attribute_type::INT)?
-                .ok_or_else(|| ctx.err("missing 'axis'"))?
-                .i,
-            rank,
-            false,
-        )
-        .map_err(|m| ctx.shape_err(m))?;
-        let value = if parts.iter().all(|p| matches!(p, Const::I64(_))) {
-            let arrays: Vec<ArrayD<i64>> = parts.iter().map(|p| p.to_i64()).collect();
-            let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-            Const::I64(
-                ndarray::concatenate(Axis(axis), &views)
-                    .map_err(|e| ctx.shape_err(e.to_string()))?,
-            )
-        } else {
-            let arrays: Vec<ArrayD<f32>> = parts.iter().map(|p| p.to_f32()).collect();
-            let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-            Const::F32(
-                ndarray::concatenate(Axis(axis), &views)
-                    .map_err(|e| ctx.shape_err(e.to_string()))?,
-            )
-        };
-        self.set_const(ctx, value)
-    }
-
     fn cast(&mut self, ctx: &Ctx) -> Result<()> {
         let x = ctx.req_input(0)?;
         let to = ctx
@@ -972,16 +1103,26 @@ impl Importer {
         }
         match self.consts.get(x) {
             Some(c) => {
-                let value = if to_float {
-                    Const::F32(c.to_f32())
-                } else if to == data_type::BOOL {
-                    Const::I64(c.to_f32().mapv(|v| i64::from(v != 0.0)))
-                } else {
-                    Const::I64(c.to_i64())
+                let value = match to {
+                    data_type::FLOAT16 => Const::F32(c.to_f32().mapv(round_to_f16)),
+                    data_type::BFLOAT16 => Const::F32(c.to_f32().mapv(round_to_bf16)),
+                    _ if to_float => Const::F32(c.to_f32()),
+                    data_type::BOOL => Const::I64(c.to_f32().mapv(|v| i64::from(v != 0.0))),
+                    // Integer targets wrap to their width, as numpy's astype does.
+                    data_type::INT32 => Const::I64(c.to_i64().mapv(|v| i64::from(v as i32))),
+                    data_type::INT16 => Const::I64(c.to_i64().mapv(|v| i64::from(v as i16))),
+                    data_type::INT8 => Const::I64(c.to_i64().mapv(|v| i64::from(v as i8))),
+                    data_type::UINT32 => Const::I64(c.to_i64().mapv(|v| i64::from(v as u32))),
+                    data_type::UINT16 => Const::I64(c.to_i64().mapv(|v| i64::from(v as u16))),
+                    data_type::UINT8 => Const::I64(c.to_i64().mapv(|v| i64::from(v as u8))),
+                    _ => Const::I64(c.to_i64()),
                 };
                 self.set_const(ctx, value)
             }
-            None if to == data_type::FLOAT => self.emit(ctx, Op::Identity, &[x]),
+            // f32 values are exact doubles: the runtime graph stays in f32.
+            None if to == data_type::FLOAT || to == data_type::DOUBLE => {
+                self.emit(ctx, Op::Identity, &[x])
+            }
             None => Err(ctx.err(format!(
                 "cast of a runtime tensor to {} is not supported",
                 data_type::name(to)
@@ -1106,6 +1247,19 @@ mod tests {
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
         assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(round_to_f16(1.0 + 2f32.powi(-11)), 1.0); // tie to even
+        assert_eq!(
+            round_to_f16(1.0 + 3.0 * 2f32.powi(-11)),
+            1.0 + 2f32.powi(-9)
+        );
+        assert_eq!(round_to_f16(0.1), f16_to_f32(0x2e66));
+        assert_eq!(round_to_f16(2f32.powi(-25) * 3.0), 2f32.powi(-23)); // subnormal
+        assert_eq!(round_to_f16(70000.0), f32::INFINITY);
+        assert_eq!(round_to_bf16(1.0 + 2f32.powi(-8)), 1.0);
+        assert_eq!(
+            round_to_bf16(1.0 + 3.0 * 2f32.powi(-8)),
+            1.0 + 2f32.powi(-6)
+        );
     }
 
     #[test]

@@ -1,18 +1,20 @@
-//! Formation of fully-connected layers ([`Op::Dense`]) and fusion of their bias and activation.
+//! Formation of fully-connected layers ([`Op::Dense`]), fusion of their bias, and activation
+//! fusion into Dense and [`Op::Conv2d`] layers.
 
 use ndarray::{Array1, Array2, ArrayD, Ix2, IxDyn};
 
 use super::{absorb_consumer, sole_consumer};
 use crate::error::{CompileError, Result};
-use crate::ir::{Activation, BinaryOp, Graph, Op};
+use crate::ir::{Activation, BinaryOp, Graph, Node, Op};
 
 /// Rewrites `Gemm(A, const B, C)` as `Dense`, folding `alpha` and `transB` into the weight and
 /// `beta * C` into the bias. `C` must be constant and vary only along the output features;
-/// other Gemms are left alone. `transA` with a non-constant `A` is an error.
-/// Returns the number of rewritten nodes.
+/// other Gemms are left alone. With `transA` (on a runtime `A`) an explicit `Transpose` of `A`
+/// is inserted before the Dense. Returns the number of rewritten nodes.
 pub fn gemm_to_dense(graph: &mut Graph) -> Result<usize> {
     let mut count = 0;
-    for i in 0..graph.nodes.len() {
+    let mut i = 0;
+    while i < graph.nodes.len() {
         let node = &graph.nodes[i];
         let Op::Gemm {
             alpha,
@@ -21,23 +23,16 @@ pub fn gemm_to_dense(graph: &mut Graph) -> Result<usize> {
             trans_b,
         } = node.op
         else {
+            i += 1;
             continue;
         };
-        let a = &node.inputs[0];
-        if trans_a && !graph.is_constant(a) {
-            return Err(CompileError::Pass {
-                pass: "gemm_to_dense",
-                node: node.name.clone(),
-                message: format!("transA=1 on the non-constant input '{a}' is not supported"),
-            });
-        }
-        let Some(b) = graph.constant(&node.inputs[1]) else {
+        let a = node.inputs[0].clone();
+        let (Some(b), false) = (graph.constant(&node.inputs[1]), graph.is_constant(&a)) else {
+            i += 1;
             continue;
         };
-        if trans_a {
-            continue;
-        }
         let Ok(b) = b.view().into_dimensionality::<Ix2>() else {
+            i += 1;
             continue;
         };
         let b = if trans_b { b.t() } else { b };
@@ -46,10 +41,44 @@ pub fn gemm_to_dense(graph: &mut Graph) -> Result<usize> {
             None => None,
             Some(c) => match graph.constant(c).and_then(|c| row_vector(c, n)) {
                 Some(c) => Some(c * beta),
-                None => continue,
+                None => {
+                    i += 1;
+                    continue;
+                }
             },
         };
         let weight: Array2<f32> = b.mapv(|v| v * alpha);
+        if trans_a {
+            let node_name = node.name.clone();
+            let [m, k] = match graph.shape_of(&a) {
+                Some(&[m, k]) => [m, k],
+                _ => {
+                    return Err(CompileError::Pass {
+                        pass: "gemm_to_dense",
+                        node: node_name,
+                        message: format!("input '{a}' is not 2-D"),
+                    })
+                }
+            };
+            let t_name = fresh(graph, &format!("{a}::transposed"), |g, s| {
+                g.shape_of(s).is_some()
+            });
+            let t_node = fresh(graph, &format!("{node_name}::transpose_a"), |g, s| {
+                g.node(s).is_some()
+            });
+            graph.shapes.insert(t_name.clone(), vec![k, m]);
+            graph.nodes.insert(
+                i,
+                Node {
+                    name: t_node,
+                    op: Op::Transpose { perm: vec![1, 0] },
+                    inputs: vec![a],
+                    outputs: vec![t_name.clone()],
+                },
+            );
+            i += 1;
+            graph.nodes[i].inputs[0] = t_name;
+        }
         let node = &mut graph.nodes[i];
         node.op = Op::Dense {
             weight,
@@ -58,8 +87,20 @@ pub fn gemm_to_dense(graph: &mut Graph) -> Result<usize> {
         };
         node.inputs.truncate(1);
         count += 1;
+        i += 1;
     }
     Ok(count)
+}
+
+/// `base`, or `base_<n>` for the first `n` such that `taken` says it is free.
+fn fresh(graph: &Graph, base: &str, taken: impl Fn(&Graph, &str) -> bool) -> String {
+    let mut name = base.to_string();
+    let mut n = 1;
+    while taken(graph, &name) {
+        name = format!("{base}_{n}");
+        n += 1;
+    }
+    name
 }
 
 /// Rewrites `MatMul(x, const W)` with a 2-D `W` as a `Dense` without bias.
@@ -160,14 +201,18 @@ fn row_vector(c: &ArrayD<f32>, n: usize) -> Option<Array1<f32>> {
         .map(|v: ndarray::ArrayView1<f32>| v.to_owned())
 }
 
-/// Fuses a `Relu` or `Clip` that is the only reader of a `Dense` output (without activation)
-/// into the `Dense`. Returns the number of fused nodes.
+/// Fuses a `Relu` or `Clip` that is the only reader of a `Dense` or `Conv2d` output (without
+/// activation) into that layer. Returns the number of fused nodes.
 pub fn fuse_activation(graph: &mut Graph) -> usize {
     let mut count = 0;
     let mut i = 0;
     while i < graph.nodes.len() {
         let candidate = match &graph.nodes[i].op {
             Op::Dense {
+                activation: Activation::None,
+                ..
+            }
+            | Op::Conv2d {
                 activation: Activation::None,
                 ..
             } => sole_consumer(graph, &graph.nodes[i].outputs[0]).and_then(|c| {
@@ -181,7 +226,9 @@ pub fn fuse_activation(graph: &mut Graph) -> usize {
         };
         match candidate {
             Some((c, act)) => {
-                if let Op::Dense { activation, .. } = &mut graph.nodes[i].op {
+                if let Op::Dense { activation, .. } | Op::Conv2d { activation, .. } =
+                    &mut graph.nodes[i].op
+                {
                     *activation = act;
                 }
                 absorb_consumer(graph, i, c);

@@ -1,10 +1,14 @@
 //! Graph passes on the IR. Every pass preserves the graph's semantics (checked by interpreting
 //! before and after) and keeps nodes in topological order.
 
+mod affine;
+mod conv;
 mod dce;
 mod dense;
 mod identity;
 
+pub use affine::{batchnorm_to_affine, binary_to_affine, fold_affine};
+pub use conv::conv_to_conv2d;
 pub use dce::eliminate_dead_code;
 pub use dense::{fuse_activation, fuse_bias, gemm_to_dense, matmul_to_dense};
 pub use identity::eliminate_identities;
@@ -13,7 +17,10 @@ use crate::error::Result;
 use crate::ir::Graph;
 
 /// Runs the standard pipeline: dead-code and identity elimination, fully-connected layer formation
-/// (Gemm / MatMul + Add → Dense), activation fusion and dead-code elimination.
+/// (Gemm / MatMul + Add → Dense), convolution layer formation (Conv → Conv2d), per-channel
+/// affine maps (constant BatchNorm, Mul/Add/Sub/Div by per-channel constants) merged and folded
+/// into the preceding Conv2d/Dense, activation fusion (Relu/Clip into Dense/Conv2d) and
+/// dead-code elimination.
 pub fn optimize(graph: &mut Graph) -> Result<()> {
     // Dead readers would otherwise block single-consumer fusions.
     eliminate_dead_code(graph);
@@ -21,6 +28,10 @@ pub fn optimize(graph: &mut Graph) -> Result<()> {
     gemm_to_dense(graph)?;
     matmul_to_dense(graph);
     fuse_bias(graph);
+    conv_to_conv2d(graph);
+    batchnorm_to_affine(graph);
+    binary_to_affine(graph);
+    fold_affine(graph);
     fuse_activation(graph);
     eliminate_identities(graph);
     eliminate_dead_code(graph);

@@ -1,0 +1,312 @@
+//! The runtime: named float tensors in, named float tensors out.
+//!
+//! Per request: check the inputs against the model's signature, split the batch into runs of
+//! the compiled batch size (padding the last one with zeros), and for every run execute the CPU
+//! head, quantize into the NPU's input layout, run the device, dequantize the NPU outputs and
+//! execute the CPU tail.
+
+use crate::driver::{Driver, RunStats};
+use crate::error::HostError;
+use crate::transport::Transport;
+use sinter_isa::bundle::{Bundle, IoTensor, TensorSig};
+use sinter_isa::tail::Tensor;
+use std::collections::HashMap;
+
+/// The result of one request.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// The model outputs in the order of `io.model_outputs`, each with the batch axis first.
+    pub outputs: Vec<(String, Tensor)>,
+    /// One entry per device run.
+    pub runs: Vec<RunStats>,
+}
+
+impl Inference {
+    /// The output called `name`.
+    pub fn output(&self, name: &str) -> Option<&Tensor> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// An NPU tensor with its element offsets computed once.
+struct Placed {
+    io: IoTensor,
+    offsets: Vec<usize>,
+}
+
+impl Placed {
+    fn new(io: &IoTensor) -> Placed {
+        Placed {
+            offsets: io.offsets(),
+            io: io.clone(),
+        }
+    }
+}
+
+/// A loaded model on one device.
+pub struct Runtime<T: Transport> {
+    driver: Driver<T>,
+    bundle: Bundle,
+    inputs: Vec<Placed>,
+    outputs: Vec<Placed>,
+    batch: usize,
+}
+
+impl<T: Transport> Runtime<T> {
+    /// Checks `bundle` against the device behind `driver` and uploads it.
+    pub fn new(mut driver: Driver<T>, bundle: Bundle) -> Result<Self, HostError> {
+        let batch = bundle.manifest.batch.max(1) as usize;
+        if bundle.io.model_inputs.is_empty() || bundle.io.model_outputs.is_empty() {
+            return Err(HostError::Bundle(
+                "the model declares no inputs or no outputs".into(),
+            ));
+        }
+        for sig in bundle
+            .io
+            .model_inputs
+            .iter()
+            .chain(&bundle.io.model_outputs)
+        {
+            if sig.shape.first().copied() != Some(batch) {
+                return Err(HostError::Bundle(format!(
+                    "tensor '{}' has shape {:?}; its first axis must be the batch {batch}",
+                    sig.name, sig.shape
+                )));
+            }
+        }
+        driver.load(&bundle)?;
+        Ok(Runtime {
+            inputs: bundle.io.npu_inputs.iter().map(Placed::new).collect(),
+            outputs: bundle.io.npu_outputs.iter().map(Placed::new).collect(),
+            batch,
+            driver,
+            bundle,
+        })
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// The driver, e.g. to read device memory after a run.
+    pub fn driver(&mut self) -> &mut Driver<T> {
+        &mut self.driver
+    }
+
+    /// The driver, read-only.
+    pub fn driver_ref(&self) -> &Driver<T> {
+        &self.driver
+    }
+
+    /// Rows the device processes per run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The model inputs with the batch axis as `-1`-style free: `[_, d1, d2, …]`.
+    pub fn input_sigs(&self) -> &[TensorSig] {
+        &self.bundle.io.model_inputs
+    }
+
+    pub fn output_sigs(&self) -> &[TensorSig] {
+        &self.bundle.io.model_outputs
+    }
+
+    /// Checks the inputs and returns the batch size (rows).
+    fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<usize, HostError> {
+        let sigs = &self.bundle.io.model_inputs;
+        let expected = || sigs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        let mut names: Vec<&String> = inputs.keys().collect();
+        names.sort();
+        for name in names {
+            if !sigs.iter().any(|s| &s.name == name) {
+                return Err(HostError::UnknownInput {
+                    name: name.clone(),
+                    expected: expected(),
+                });
+            }
+        }
+        let mut rows: Option<(String, usize)> = None;
+        for sig in sigs {
+            let t = inputs
+                .get(&sig.name)
+                .ok_or_else(|| HostError::MissingInput {
+                    name: sig.name.clone(),
+                    expected: expected(),
+                })?;
+            let want: usize = t.shape.iter().product();
+            if want != t.data.len() {
+                return Err(HostError::InputLength {
+                    name: sig.name.clone(),
+                    shape: t.shape.clone(),
+                    want,
+                    got: t.data.len(),
+                });
+            }
+            if t.shape.len() != sig.shape.len() || t.shape[1..] != sig.shape[1..] || t.shape[0] == 0
+            {
+                return Err(HostError::InputShape {
+                    name: sig.name.clone(),
+                    expected: sig.shape[1..].to_vec(),
+                    got: t.shape.clone(),
+                });
+            }
+            if t.data.iter().any(|v| !v.is_finite()) {
+                return Err(HostError::NonFinite {
+                    name: sig.name.clone(),
+                });
+            }
+            match &rows {
+                None => rows = Some((sig.name.clone(), t.shape[0])),
+                Some((a, na)) if *na != t.shape[0] => {
+                    return Err(HostError::BatchMismatch {
+                        a: a.clone(),
+                        na: *na,
+                        b: sig.name.clone(),
+                        nb: t.shape[0],
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(rows.map(|(_, n)| n).unwrap_or(0))
+    }
+
+    /// Runs the model on a batch of any size (first axis of every input).
+    pub fn infer(&mut self, inputs: &HashMap<String, Tensor>) -> Result<Inference, HostError> {
+        let n = self.check_inputs(inputs)?;
+        let b = self.batch;
+        let out_sigs = self.bundle.io.model_outputs.clone();
+        let mut outputs: Vec<(String, Tensor)> = out_sigs
+            .iter()
+            .map(|s| {
+                let mut shape = s.shape.clone();
+                shape[0] = n;
+                let len = shape.iter().product();
+                (
+                    s.name.clone(),
+                    Tensor {
+                        shape,
+                        data: Vec::with_capacity(len),
+                    },
+                )
+            })
+            .collect();
+        let mut runs = Vec::with_capacity(n.div_ceil(b));
+        let mut start = 0;
+        while start < n {
+            let take = b.min(n - start);
+            let mut values = HashMap::new();
+            for sig in &self.bundle.io.model_inputs {
+                let t = &inputs[&sig.name];
+                let row: usize = sig.shape[1..].iter().product();
+                let mut data = vec![0f32; b * row];
+                data[..take * row].copy_from_slice(&t.data[start * row..(start + take) * row]);
+                values.insert(
+                    sig.name.clone(),
+                    Tensor {
+                        shape: sig.shape.clone(),
+                        data,
+                    },
+                );
+            }
+            let (mut values, stats) = self.run_once(values)?;
+            for (sig, (_, acc)) in out_sigs.iter().zip(outputs.iter_mut()) {
+                let t = values.remove(&sig.name).ok_or_else(|| {
+                    HostError::Bundle(format!(
+                        "model output '{}' is produced by neither the NPU nor the CPU tail",
+                        sig.name
+                    ))
+                })?;
+                if t.shape != sig.shape {
+                    return Err(HostError::Bundle(format!(
+                        "model output '{}' came out with shape {:?}, the bundle declares {:?}",
+                        sig.name, t.shape, sig.shape
+                    )));
+                }
+                let row: usize = sig.shape[1..].iter().product();
+                acc.data.extend_from_slice(&t.data[..take * row]);
+            }
+            runs.push(stats);
+            start += take;
+        }
+        Ok(Inference { outputs, runs })
+    }
+
+    /// One device run on exactly one compiled batch of model inputs.
+    fn run_once(
+        &mut self,
+        mut values: HashMap<String, Tensor>,
+    ) -> Result<(HashMap<String, Tensor>, RunStats), HostError> {
+        self.bundle
+            .cpu
+            .head
+            .run(&mut values)
+            .map_err(|source| HostError::Cpu {
+                stage: "head",
+                source,
+            })?;
+        for p in &self.inputs {
+            let t = values.get(&p.io.name).ok_or_else(|| {
+                HostError::Bundle(format!(
+                    "NPU input '{}' is produced by neither the model inputs nor the CPU head",
+                    p.io.name
+                ))
+            })?;
+            if t.data.len() != p.offsets.len() {
+                return Err(HostError::Bundle(format!(
+                    "NPU input '{}' expects shape {:?}, the CPU head gives {:?}",
+                    p.io.name, p.io.shape, t.shape
+                )));
+            }
+            let mut region = vec![0u8; p.io.bytes as usize];
+            for (v, &off) in t.data.iter().zip(&p.offsets) {
+                region[off] = p.io.quant.quantize(*v) as u8;
+            }
+            self.driver.write(p.io.dram_base as u64, &region)?;
+        }
+        let stats = self.driver.run()?;
+        for p in &self.outputs {
+            let mut region = vec![0u8; p.io.bytes as usize];
+            self.driver.read(p.io.dram_base as u64, &mut region)?;
+            let data = p
+                .offsets
+                .iter()
+                .map(|&off| p.io.quant.dequantize(region[off] as i8))
+                .collect();
+            values.insert(
+                p.io.name.clone(),
+                Tensor {
+                    shape: p.io.shape.clone(),
+                    data,
+                },
+            );
+        }
+        self.bundle
+            .cpu
+            .tail
+            .run(&mut values)
+            .map_err(|source| HostError::Cpu {
+                stage: "tail",
+                source,
+            })?;
+        Ok((values, stats))
+    }
+}
+
+/// Opens a device of `kind` sized for `bundle` and loads the bundle on it.
+pub fn open_runtime(
+    kind: crate::transport::DeviceKind,
+    bundle: Bundle,
+    timeout: std::time::Duration,
+) -> Result<Runtime<Box<dyn Transport>>, HostError> {
+    let dram = (bundle.manifest.memory.dram_bytes as u64).max(4096);
+    let t = kind
+        .open(bundle.config, dram)
+        .map_err(|source| HostError::Transport {
+            device: kind.to_string(),
+            source,
+        })?;
+    let driver = Driver::new(t)?.with_timeout(timeout);
+    Runtime::new(driver, bundle)
+}

@@ -1,0 +1,270 @@
+//! The GEMM instruction: the hot loop of the functional model.
+//!
+//! Once per instruction the weight tile is rearranged into *row pairs*: for each pair `k` of
+//! array rows, `2·cols` int16 values `W[2k][c], W[2k+1][c]` interleaved by column. One product
+//! row `Σ_r act[r]·W[r][c]` is then `R/2` multiply-add steps over contiguous memory, where each
+//! step multiplies the pair `(act[2k], act[2k+1])` with every column pair and adds both products
+//! into the column's int32 lane — exactly the pairwise multiply-add of SIMD units (SSE2
+//! `pmaddwd`, always present on x86-64, used explicitly there; a portable loop elsewhere).
+//! A single row never overflows: `|Σ| ≤ 64·128·128 < 2^31`; the accumulator update wraps.
+//!
+//! A product row depends only on the activation and weight buffers, which a GEMM never writes.
+//! Large instructions therefore run in parallel: directly on the accumulator slice when the
+//! accumulator walk is dense (rows `base, base+1, …` in iteration order), otherwise by computing
+//! product rows in parallel blocks and applying them in iteration order — the result is always
+//! that of the sequential loop, even when iterations share accumulator rows.
+
+use super::State;
+use rayon::prelude::*;
+use sinter_isa::insn::{Gemm, Walk};
+
+/// Iterations per block of a parallel GEMM over a non-dense accumulator walk.
+const BLOCK: usize = 8192;
+/// Smallest amount of work (in MACs) worth spreading over threads.
+const PAR_MACS: usize = 1 << 18;
+/// Smallest number of rows one parallel task gets.
+const MIN_TASK_ROWS: usize = 256;
+
+pub(crate) fn gemm(st: &mut State, g: &Gemm) {
+    macro_rules! dispatch {
+        ($($r:literal),*; $cols:tt) => {
+            match st.cfg.rows {
+                $(
+                    $r => dispatch!(@cols $r; $cols),
+                )*
+                r => panic!("unsupported array height {r}"),
+            }
+        };
+        (@cols $r:literal; [$($c:literal),*]) => {
+            match st.cfg.cols {
+                $(
+                    $c => gemm_rc::<$r, $c>(st, g),
+                )*
+                c => panic!("unsupported array width {c}"),
+            }
+        };
+    }
+    dispatch!(4, 8, 16, 32, 64; [4, 8, 16, 32, 64])
+}
+
+/// The weight tile in row-pair layout (see the module docs).
+struct Pairs<const R: usize, const C: usize> {
+    /// `(R/2) × 2·C` values.
+    w: Vec<i16>,
+}
+
+impl<const R: usize, const C: usize> Pairs<R, C> {
+    fn new(tile: &[i8]) -> Self {
+        let cols = C;
+        let mut w = vec![0i16; R * cols];
+        for (r, wrow) in tile.chunks_exact(cols).enumerate() {
+            let k = r / 2;
+            for (c, &v) in wrow.iter().enumerate() {
+                w[k * 2 * cols + 2 * c + r % 2] = v as i16;
+            }
+        }
+        Pairs { w }
+    }
+
+    /// `out[c] = Σ_r act[r]·W[r][c]` for one activation row of `R` lanes.
+    #[inline(always)]
+    fn product(&self, act: &[i8], out: &mut [i32]) {
+        let act: &[i8; R] = act.try_into().expect("activation row");
+        let out: &mut [i32; C] = out.try_into().expect("accumulator row");
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.product_sse2(act, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.product_portable(act, out)
+        }
+    }
+
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline(always)]
+    fn product_portable(&self, act: &[i8; R], out: &mut [i32; C]) {
+        out.fill(0);
+        for (k, wk) in self.w.chunks_exact(2 * C).enumerate() {
+            let a0 = act[2 * k] as i32;
+            let a1 = act[2 * k + 1] as i32;
+            for (o, w) in out.iter_mut().zip(wk.chunks_exact(2)) {
+                *o += a0 * w[0] as i32 + a1 * w[1] as i32;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn product_sse2(&self, act: &[i8; R], out: &mut [i32; C]) {
+        use std::arch::x86_64::*;
+        let w: &[i16] = &self.w[..R * C];
+        // SAFETY: SSE2 is part of the x86-64 baseline. `w` holds R·C int16 values, read 8 at a
+        // time at offsets k·2C + 8q + 8 ≤ (R/2)·2C for k < R/2, q < C/4; `out` holds C int32
+        // values, written 4 at a time at 4q + 4 ≤ C.
+        unsafe {
+            let mut s = [_mm_setzero_si128(); 16];
+            for k in 0..R / 2 {
+                let lo = act[2 * k] as i16 as u16 as u32;
+                let hi = act[2 * k + 1] as i16 as u16 as u32;
+                let a = _mm_set1_epi32((lo | hi << 16) as i32);
+                let wk = w.as_ptr().add(k * 2 * C) as *const __m128i;
+                for (q, sq) in s.iter_mut().take(C / 4).enumerate() {
+                    *sq = _mm_add_epi32(*sq, _mm_madd_epi16(a, _mm_loadu_si128(wk.add(q))));
+                }
+            }
+            let o = out.as_mut_ptr() as *mut __m128i;
+            for (q, sq) in s.iter().take(C / 4).enumerate() {
+                _mm_storeu_si128(o.add(q), *sq);
+            }
+        }
+    }
+}
+
+/// Whether the walk visits rows `base, base+1, …` in iteration order.
+fn dense(w: &Walk, n_outer: usize, n_inner: usize) -> bool {
+    let (so, si) = (w.stride_outer as usize, w.stride_inner as usize);
+    (n_inner == 1 || si == 1) && (n_outer == 1 || so == n_inner)
+}
+
+/// Rows `walk.row(o, i)` for iterations `start, start+1, …` of an `… × n_inner` loop, without
+/// a division per row.
+fn walk_rows(walk: &Walk, n_inner: usize, start: usize) -> impl Iterator<Item = usize> {
+    let (so, si) = (walk.stride_outer as usize, walk.stride_inner as usize);
+    let (mut o, mut i) = (start / n_inner, start % n_inner);
+    let base = walk.base as usize;
+    std::iter::from_fn(move || {
+        let r = base + o * so + i * si;
+        i += 1;
+        if i == n_inner {
+            i = 0;
+            o += 1;
+        }
+        Some(r)
+    })
+}
+
+fn gemm_rc<const R: usize, const C: usize>(st: &mut State, g: &Gemm) {
+    let cols = C;
+    let tile = &st.wgt[g.wgt as usize * R * cols..][..R * cols];
+    let w = Pairs::<R, C>::new(tile);
+    let n_inner = g.n_inner as usize;
+    let n_outer = g.n_outer as usize;
+    let total = n_outer * n_inner;
+    let act = &st.act;
+    let acc = &mut st.acc;
+    let act_rows = |start: usize| walk_rows(&g.act, n_inner, start).map(|r| &act[r * R..r * R + R]);
+    let parallel = total * R * cols >= PAR_MACS && rayon::current_num_threads() > 1;
+
+    if !parallel {
+        let mut prod = vec![0i32; cols];
+        for (a, r) in act_rows(0).zip(walk_rows(&g.acc, n_inner, 0)).take(total) {
+            w.product(a, &mut prod);
+            apply(&mut acc[r * cols..r * cols + cols], &prod, g.accumulate);
+        }
+        return;
+    }
+
+    let task = (total / (4 * rayon::current_num_threads())).max(MIN_TASK_ROWS);
+    if dense(&g.acc, n_outer, n_inner) {
+        let base = g.acc.base as usize * cols;
+        acc[base..base + total * cols]
+            .par_chunks_mut(task * cols)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                let mut prod = vec![0i32; cols];
+                for (out, a) in chunk.chunks_exact_mut(cols).zip(act_rows(t * task)) {
+                    w.product(a, &mut prod);
+                    apply(out, &prod, g.accumulate);
+                }
+            });
+        return;
+    }
+
+    let block = BLOCK.min(total);
+    let task = task.min(block);
+    let mut scratch = vec![0i32; block * cols];
+    let mut start = 0;
+    while start < total {
+        let n = block.min(total - start);
+        scratch[..n * cols]
+            .par_chunks_mut(task * cols)
+            .enumerate()
+            .for_each(|(t, chunk)| {
+                for (out, a) in chunk.chunks_exact_mut(cols).zip(act_rows(start + t * task)) {
+                    w.product(a, out);
+                }
+            });
+        let rows = walk_rows(&g.acc, n_inner, start);
+        for (prod, r) in scratch[..n * cols].chunks_exact(cols).zip(rows) {
+            apply(&mut acc[r * cols..r * cols + cols], prod, g.accumulate);
+        }
+        start += n;
+    }
+}
+
+#[inline(always)]
+fn apply(acc: &mut [i32], prod: &[i32], accumulate: bool) {
+    if accumulate {
+        for (a, &p) in acc.iter_mut().zip(prod) {
+            *a = a.wrapping_add(p);
+        }
+    } else {
+        acc.copy_from_slice(prod);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_agree_with_the_definition() {
+        let mut x = 0x1234_5678u32;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as i8
+        };
+        fn check<const R: usize, const C: usize>(rnd: &mut impl FnMut() -> i8) {
+            let tile: Vec<i8> = (0..R * C).map(|_| rnd()).collect();
+            let mut act: Vec<i8> = (0..R).map(|_| rnd()).collect();
+            act[0] = -128;
+            let w = Pairs::<R, C>::new(&tile);
+            let want: Vec<i32> = (0..C)
+                .map(|c| (0..R).map(|r| act[r] as i32 * tile[r * C + c] as i32).sum())
+                .collect();
+            let mut got = vec![0; C];
+            w.product(&act, &mut got);
+            assert_eq!(got, want);
+            let a: &[i8; R] = act[..].try_into().unwrap();
+            let o: &mut [i32; C] = (&mut got[..]).try_into().unwrap();
+            w.product_portable(a, o);
+            assert_eq!(got, want);
+        }
+        check::<4, 4>(&mut rnd);
+        check::<8, 8>(&mut rnd);
+        check::<16, 16>(&mut rnd);
+        check::<16, 64>(&mut rnd);
+        check::<64, 4>(&mut rnd);
+        check::<32, 8>(&mut rnd);
+    }
+
+    #[test]
+    fn dense_walks() {
+        let w = |b, so, si| Walk {
+            base: b,
+            stride_outer: so,
+            stride_inner: si,
+        };
+        assert!(dense(&w(3, 4, 1), 5, 4));
+        assert!(dense(&w(3, 1, 0), 5, 1));
+        assert!(dense(&w(3, 0, 1), 1, 7));
+        assert!(dense(&w(3, 9, 9), 1, 1));
+        assert!(!dense(&w(3, 1, 0), 5, 2));
+        assert!(!dense(&w(3, 5, 1), 5, 4));
+        assert!(!dense(&w(3, 0, 1), 2, 4));
+        assert!(!dense(&w(3, 1, 2), 1, 4));
+    }
+}

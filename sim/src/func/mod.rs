@@ -1,0 +1,410 @@
+//! The functional model: the golden reference of the NPU and the fast default inference device.
+//!
+//! [`FuncSim`] implements the register map of [`sinter_isa::regs`] and the instruction semantics
+//! documented in [`sinter_isa::insn`] bit for bit, without modelling time. Writing
+//! `CONTROL_START` latches the program; the next [`Npu::advance`] fetches, decodes, checks and
+//! executes it in one go and leaves the registers as the hardware would at the end of the run.
+//!
+//! # Execution order
+//!
+//! Instructions run in program order. A valid program is race-free — every pair of accesses to the
+//! same buffer row or DRAM byte by two different modules is ordered by dependency tokens — so any
+//! token-respecting interleaving of the three modules gives the result of program order.
+//!
+//! Tokens are counted per directed edge (load→compute, compute→load, compute→store,
+//! store→compute). A pop on an edge that has received no push earlier in program order can never
+//! be satisfied by the hardware (the fetch unit dispatches in program order): the model then stays
+//! `STATUS_BUSY` forever, exactly like a hung device, and [`FuncSim::diagnostic`] says which
+//! instruction waits for which module. A host must catch this with its timeout and reset.
+//!
+//! # Faults
+//!
+//! The first instruction that fails to decode or [`Instruction::validate`] stops the run with
+//! `STATUS_ERROR`, `ERROR_CODE` and `ERROR_PC`; every instruction before it has executed, none
+//! after it. `PROG_BASE` not 32-byte aligned stops the run before the first fetch with
+//! [`regs::ERR_PROG_ALIGN`] at pc 0. An earlier hang wins over a later fault (the faulting
+//! instruction is only reported once everything before it has drained).
+//!
+//! A DMA or instruction fetch that reaches past the end of the simulated DRAM has no defined
+//! hardware behaviour (the real memory port would return garbage or wrap). The model refuses it
+//! instead: the instruction does not execute, the run stops with `STATUS_ERROR`, `ERROR_CODE` =
+//! [`ERR_DRAM_RANGE`] (`0xFF`, a code the ISA does not define and the RTL never reports) and
+//! `ERROR_PC` at that instruction, and [`FuncSim::diagnostic`] describes the access. Programs
+//! that can trigger this are outside the architecture's contract.
+
+mod exec;
+mod gemm;
+
+use crate::{Npu, SimError};
+use sinter_isa::insn::{Instruction, INSN_BYTES};
+use sinter_isa::regs;
+use sinter_isa::timing::{self, TimingParams};
+use sinter_isa::{HwConfig, Module, ARCH_VERSION};
+
+/// `ERROR_CODE` of a DRAM access outside the simulated memory (model only, see the module docs).
+pub const ERR_DRAM_RANGE: u32 = 0xFF;
+
+/// Read-only views of the four on-chip buffers, row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct Buffers<'a> {
+    /// `act_depth × rows` int8 values.
+    pub act: &'a [i8],
+    /// `wgt_depth` tiles of `rows × cols` int8 values; byte `r·cols + c` of a tile is `W[r][c]`.
+    pub wgt: &'a [i8],
+    /// `acc_depth × cols` int32 values.
+    pub acc: &'a [i32],
+    /// `out_depth × cols` int8 values.
+    pub out: &'a [i8],
+}
+
+impl Buffers<'_> {
+    /// Row `row` of `buffer` as bytes, exactly as a DMA store of that element would write it
+    /// (accumulator lanes little-endian).
+    pub fn row_bytes(&self, cfg: &HwConfig, buffer: sinter_isa::Buffer, row: usize) -> Vec<u8> {
+        use sinter_isa::Buffer;
+        match buffer {
+            Buffer::Act => i8_bytes(&self.act[row * cfg.rows as usize..][..cfg.rows as usize]),
+            Buffer::Wgt => {
+                let e = (cfg.rows * cfg.cols) as usize;
+                i8_bytes(&self.wgt[row * e..][..e])
+            }
+            Buffer::Acc => self.acc[row * cfg.cols as usize..][..cfg.cols as usize]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            Buffer::Out => i8_bytes(&self.out[row * cfg.cols as usize..][..cfg.cols as usize]),
+        }
+    }
+}
+
+fn i8_bytes(v: &[i8]) -> Vec<u8> {
+    v.iter().map(|&x| x as u8).collect()
+}
+
+/// The on-chip state the instructions operate on.
+pub(crate) struct State {
+    pub cfg: HwConfig,
+    pub dram: Vec<u8>,
+    pub act: Vec<i8>,
+    pub wgt: Vec<i8>,
+    pub acc: Vec<i32>,
+    pub out: Vec<i8>,
+}
+
+/// The functional model of one NPU with its DRAM.
+pub struct FuncSim {
+    st: State,
+    timing: TimingParams,
+    prog_base: u32,
+    prog_len: u32,
+    status: u32,
+    error_code: u32,
+    error_pc: u32,
+    cycles: u64,
+    mac_active: u64,
+    insns_done: u32,
+    /// A start was written and the run has not been executed yet.
+    pending: bool,
+    /// The last run waits for a token that never comes.
+    hung: bool,
+    diagnostic: Option<String>,
+}
+
+impl FuncSim {
+    /// A model of `cfg` with `dram_bytes` of zeroed DRAM and zeroed buffers.
+    pub fn new(cfg: HwConfig, dram_bytes: u64) -> FuncSim {
+        let rows = cfg.rows as usize;
+        let cols = cfg.cols as usize;
+        FuncSim {
+            st: State {
+                cfg,
+                dram: vec![0; dram_bytes as usize],
+                act: vec![0; cfg.act_depth as usize * rows],
+                wgt: vec![0; cfg.wgt_depth as usize * rows * cols],
+                acc: vec![0; cfg.acc_depth as usize * cols],
+                out: vec![0; cfg.out_depth as usize * cols],
+            },
+            timing: TimingParams::default(),
+            prog_base: 0,
+            prog_len: 0,
+            status: 0,
+            error_code: regs::ERR_NONE,
+            error_pc: 0,
+            cycles: 0,
+            mac_active: 0,
+            insns_done: 0,
+            pending: false,
+            hung: false,
+            diagnostic: None,
+        }
+    }
+
+    /// Uses `timing` for the `CYCLES` counter instead of the default timing parameters.
+    pub fn with_timing(mut self, timing: TimingParams) -> FuncSim {
+        self.timing = timing;
+        self
+    }
+
+    /// Why the last run hung or was refused, if it did (e.g. "instruction 12 (compute) pops a
+    /// token from load that is never pushed").
+    pub fn diagnostic(&self) -> Option<String> {
+        self.diagnostic.clone()
+    }
+
+    /// The whole DRAM.
+    pub fn dram(&self) -> &[u8] {
+        &self.st.dram
+    }
+
+    /// The whole DRAM, writable (the host's view of device memory).
+    pub fn dram_mut(&mut self) -> &mut [u8] {
+        &mut self.st.dram
+    }
+
+    /// The on-chip buffers.
+    pub fn buffers(&self) -> Buffers<'_> {
+        Buffers {
+            act: &self.st.act,
+            wgt: &self.st.wgt,
+            acc: &self.st.acc,
+            out: &self.st.out,
+        }
+    }
+
+    /// `true` while a run is latched or hung.
+    pub fn is_busy(&self) -> bool {
+        self.status & regs::STATUS_BUSY != 0
+    }
+
+    /// Convenience for tests and tools: writes `program` at `prog_base`, starts it and runs it to
+    /// the end. Returns the `STATUS` register.
+    pub fn run_program(
+        &mut self,
+        prog_base: u64,
+        program: &[Instruction],
+    ) -> Result<u32, SimError> {
+        let bytes = sinter_isa::insn::encode_program(program);
+        self.write_dram(prog_base, &bytes)?;
+        self.write_reg(regs::PROG_BASE, prog_base as u32);
+        self.write_reg(regs::PROG_LEN, program.len() as u32);
+        self.write_reg(regs::CONTROL, regs::CONTROL_START);
+        self.advance(u64::MAX);
+        Ok(self.read_reg(regs::STATUS))
+    }
+
+    fn reset(&mut self) {
+        self.status = 0;
+        self.error_code = regs::ERR_NONE;
+        self.error_pc = 0;
+        self.cycles = 0;
+        self.mac_active = 0;
+        self.insns_done = 0;
+        self.pending = false;
+        self.hung = false;
+        self.diagnostic = None;
+    }
+
+    fn start(&mut self) {
+        if self.is_busy() {
+            return;
+        }
+        self.reset();
+        self.status = regs::STATUS_BUSY;
+        self.pending = true;
+    }
+
+    fn fault(&mut self, code: u32, pc: u32, diagnostic: String) {
+        self.status = regs::STATUS_ERROR;
+        self.error_code = code;
+        self.error_pc = pc;
+        self.diagnostic = Some(diagnostic);
+    }
+
+    /// Fetches, checks and executes the latched program.
+    fn run(&mut self) {
+        self.pending = false;
+        let cfg = self.st.cfg;
+        if !self.prog_base.is_multiple_of(INSN_BYTES as u32) {
+            self.fault(
+                regs::ERR_PROG_ALIGN,
+                0,
+                format!("PROG_BASE {:#x} is not 32-byte aligned", self.prog_base),
+            );
+            return;
+        }
+        let mut executed = Vec::with_capacity(self.prog_len.min(1 << 16) as usize);
+        // tokens[from][to]: pushed and not yet popped, in program order.
+        let mut tokens = [[0u64; 3]; 3];
+        let mut outcome = None;
+        for pc in 0..self.prog_len {
+            let addr = self.prog_base as u64 + pc as u64 * INSN_BYTES as u64;
+            let Some(word) = self
+                .st
+                .dram
+                .get(addr as usize..)
+                .and_then(|s| s.get(..INSN_BYTES))
+            else {
+                outcome = Some((
+                    ERR_DRAM_RANGE,
+                    pc,
+                    format!("instruction {pc} is fetched from {addr:#x}, beyond the DRAM"),
+                ));
+                break;
+            };
+            let insn = match Instruction::decode(word.try_into().unwrap()) {
+                Ok(i) => i,
+                Err(e) => {
+                    outcome = Some((
+                        regs::ERR_ILLEGAL_INSN,
+                        pc,
+                        format!("instruction {pc} does not decode: {e}"),
+                    ));
+                    break;
+                }
+            };
+            if let Err(f) = insn.validate(&cfg) {
+                outcome = Some((f.code(), pc, format!("instruction {pc} ({insn}): {f}")));
+                break;
+            }
+            let m = insn.module();
+            let d = insn.deps();
+            let (prev, next) = timing::neighbours(m);
+            for (flag, from) in [(d.pop_prev, prev), (d.pop_next, next)] {
+                // validate() guarantees the neighbour exists when the flag is set.
+                if let (true, Some(from)) = (flag, from) {
+                    let t = &mut tokens[from as usize][m as usize];
+                    if *t == 0 {
+                        self.hang(pc, m, from, &executed);
+                        return;
+                    }
+                    *t -= 1;
+                }
+            }
+            if let Err(msg) = exec::execute(&mut self.st, &insn) {
+                outcome = Some((
+                    ERR_DRAM_RANGE,
+                    pc,
+                    format!("instruction {pc} ({insn}): {msg}"),
+                ));
+                break;
+            }
+            for (flag, to) in [(d.push_prev, prev), (d.push_next, next)] {
+                if let (true, Some(to)) = (flag, to) {
+                    tokens[m as usize][to as usize] += 1;
+                }
+            }
+            self.insns_done = self.insns_done.wrapping_add(1);
+            self.mac_active += insn.mac_cycles();
+            executed.push(insn);
+        }
+        self.cycles = timing::estimate(&cfg, &self.timing, &executed).total_cycles;
+        match outcome {
+            Some((code, pc, msg)) => self.fault(code, pc, msg),
+            None => self.status = regs::STATUS_DONE,
+        }
+    }
+
+    fn hang(&mut self, pc: u32, m: Module, from: Module, executed: &[Instruction]) {
+        self.hung = true;
+        self.cycles = timing::estimate(&self.st.cfg, &self.timing, executed).total_cycles;
+        self.diagnostic = Some(format!(
+            "instruction {pc} ({}) pops a token from {} that is never pushed",
+            m.name(),
+            from.name()
+        ));
+    }
+}
+
+impl Npu for FuncSim {
+    fn config(&self) -> HwConfig {
+        self.st.cfg
+    }
+
+    fn dram_bytes(&self) -> u64 {
+        self.st.dram.len() as u64
+    }
+
+    fn write_reg(&mut self, offset: u32, value: u32) {
+        match offset {
+            regs::CONTROL => {
+                if value & regs::CONTROL_RESET != 0 {
+                    // Like the hardware: every register returns to its power-on value.
+                    self.reset();
+                    self.prog_base = 0;
+                    self.prog_len = 0;
+                }
+                if value & regs::CONTROL_START != 0 {
+                    self.start();
+                }
+            }
+            regs::PROG_BASE => self.prog_base = value,
+            regs::PROG_LEN => self.prog_len = value,
+            _ => {}
+        }
+    }
+
+    fn read_reg(&mut self, offset: u32) -> u32 {
+        let cfg = &self.st.cfg;
+        match offset {
+            regs::VERSION => ARCH_VERSION,
+            regs::STATUS => self.status,
+            regs::ERROR_CODE => self.error_code,
+            regs::PROG_BASE => self.prog_base,
+            regs::PROG_LEN => self.prog_len,
+            regs::CYCLES_LO => self.cycles as u32,
+            regs::CYCLES_HI => (self.cycles >> 32) as u32,
+            regs::MAC_ACTIVE_LO => self.mac_active as u32,
+            regs::MAC_ACTIVE_HI => (self.mac_active >> 32) as u32,
+            regs::INSNS_DONE => self.insns_done,
+            regs::ERROR_PC => self.error_pc,
+            regs::CONFIG_ARRAY => regs::config_array_word(cfg),
+            regs::CONFIG_ACT_DEPTH => cfg.act_depth,
+            regs::CONFIG_WGT_DEPTH => cfg.wgt_depth,
+            regs::CONFIG_ACC_DEPTH => cfg.acc_depth,
+            regs::CONFIG_OUT_DEPTH => cfg.out_depth,
+            _ => 0,
+        }
+    }
+
+    fn write_dram(&mut self, addr: u64, data: &[u8]) -> Result<(), SimError> {
+        let range = dram_range(self.st.dram.len(), addr, data.len())?;
+        self.st.dram[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_dram(&mut self, addr: u64, out: &mut [u8]) -> Result<(), SimError> {
+        let range = dram_range(self.st.dram.len(), addr, out.len())?;
+        out.copy_from_slice(&self.st.dram[range]);
+        Ok(())
+    }
+
+    /// Runs a latched program to its end and returns its estimated cycles (at most
+    /// `max_cycles`); a hung run consumes every cycle it is given.
+    fn advance(&mut self, max_cycles: u64) -> u64 {
+        if max_cycles == 0 {
+            return 0;
+        }
+        if self.pending {
+            self.run();
+            if !self.hung {
+                return self.cycles.clamp(1, max_cycles);
+            }
+        }
+        if self.hung {
+            self.cycles = self.cycles.saturating_add(max_cycles);
+            return max_cycles;
+        }
+        0
+    }
+}
+
+fn dram_range(size: usize, addr: u64, len: usize) -> Result<std::ops::Range<usize>, SimError> {
+    match addr.checked_add(len as u64) {
+        Some(end) if end <= size as u64 => Ok(addr as usize..end as usize),
+        _ => Err(SimError::DramRange {
+            addr,
+            len: len as u64,
+            size: size as u64,
+        }),
+    }
+}
