@@ -8,7 +8,7 @@ use ndarray::{ArrayD, Axis};
 use sinter_compiler::compile::{compile, CompileOptions};
 use sinter_host::runtime::open_runtime;
 use sinter_host::transport::DeviceKind;
-use sinter_isa::tail::Tensor;
+use sinter_isa::tensor::Tensor;
 use sinter_isa::HwConfig;
 
 fn bench_infer(c: &mut Criterion) {

@@ -11,7 +11,7 @@ use sinter_compiler::{interp, onnx};
 use sinter_host::runtime::open_runtime;
 use sinter_host::transport::DeviceKind;
 use sinter_isa::bundle::Bundle;
-use sinter_isa::tail::Tensor;
+use sinter_isa::tensor::Tensor;
 use sinter_isa::HwConfig;
 
 fn fixture(name: &str) -> PathBuf {

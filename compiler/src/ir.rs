@@ -12,14 +12,16 @@ use ndarray::{Array1, Array2, Array4, ArrayD};
 use crate::error::{CompileError, Result};
 
 /// Element type of a tensor. Only f32 flows through the float graph today.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum DType {
     #[default]
     F32,
 }
 
 /// Name, element type and concrete shape of a tensor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TensorInfo {
     pub name: String,
     pub dtype: DType,
@@ -37,7 +39,7 @@ impl TensorInfo {
 }
 
 /// Activation fused into a [`Op::Dense`] or an [`Op::Conv2d`].
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     #[default]
     None,
@@ -62,7 +64,7 @@ impl Activation {
 }
 
 /// Elementwise binary operators (numpy-style multidirectional broadcasting).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     Add,
     Sub,
@@ -92,7 +94,7 @@ impl BinaryOp {
 }
 
 /// How a 2-D pooling window combines the values it covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PoolKind {
     /// Maximum over the window; padding never wins.
     Max,
@@ -103,7 +105,7 @@ pub enum PoolKind {
 }
 
 /// How [`Op::Pad`] fills the border.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
     /// A constant value.
     Constant,
@@ -128,7 +130,7 @@ impl PadMode {
 
 /// An operator. Runtime inputs are listed in [`Node::inputs`]; everything resolved at import
 /// (attributes, constant shape/bound inputs) lives in the variant.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// `Y = alpha * A' B' + beta * C`; inputs `[A, B]` or `[A, B, C]`.
     Gemm {
@@ -276,7 +278,7 @@ pub enum Op {
 }
 
 /// One axis of an [`Op::Slice`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SliceRange {
     pub start: usize,
     pub step: isize,
@@ -497,7 +499,7 @@ fn write_geometry(
 }
 
 /// One operator application.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// Unique, human-readable node name (from the model, or generated).
     pub name: String,

@@ -3,10 +3,12 @@
 
 pub mod backend;
 pub mod compile;
+pub mod cpu;
 pub mod error;
 pub mod interp;
 pub mod ir;
 pub mod onnx;
+pub mod partition;
 pub mod passes;
 pub mod quant;
 pub mod shape;

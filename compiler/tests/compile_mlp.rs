@@ -3,6 +3,7 @@
 use ndarray::ArrayD;
 use ndarray_npy::read_npy;
 use sinter_compiler::compile::{compile, CompileOptions};
+use sinter_isa::bundle::Stage;
 use sinter_isa::timing::neighbours;
 use sinter_isa::HwConfig;
 use std::path::PathBuf;
@@ -62,9 +63,19 @@ fn digits_mlp_compiles_for_both_arrays() {
             let b = compile_digits(hw, batch);
             assert_eq!(b.manifest.layers.len(), 2, "two dense layers");
             assert_eq!(b.manifest.npu_macs, (batch * (64 * 64 + 64 * 10)) as u64);
-            assert_eq!(b.io.npu_inputs.len(), 1);
-            assert_eq!(b.io.npu_outputs.len(), 1);
-            assert_eq!(b.cpu.tail.nodes.len(), 1, "softmax on the CPU");
+            // One NPU stage (both dense layers), then the softmax on the CPU.
+            let kinds: Vec<_> =
+                b.io.stages
+                    .iter()
+                    .map(|s| match s {
+                        Stage::Npu {
+                            inputs, outputs, ..
+                        } => format!("npu {}->{}", inputs.len(), outputs.len()),
+                        Stage::Cpu { .. } => "cpu".to_string(),
+                    })
+                    .collect();
+            assert_eq!(kinds, ["npu 1->1", "cpu"]);
+            assert_eq!(b.manifest.cpu_macs, 0);
             assert!(b.manifest.predicted_cycles > 0);
             assert_valid_program(&b);
             // The bundle survives serialization.

@@ -4,7 +4,7 @@ use crate::error::{HostError, TransportError};
 use crate::transport::{CycleSource, Transport};
 use sinter_isa::bundle::Bundle;
 use sinter_isa::insn::encode_program;
-use sinter_isa::{regs, HwConfig};
+use sinter_isa::{regs, HwConfig, INSN_BYTES};
 use std::time::{Duration, Instant};
 
 /// Default wall-clock limit of one run.
@@ -28,6 +28,26 @@ pub struct RunStats {
     /// Wall-clock time from start to done.
     #[serde(serialize_with = "ser_micros", rename = "wall_us")]
     pub wall: Duration,
+}
+
+impl RunStats {
+    /// The statistics of two consecutive runs (NPU stages of one inference) together.
+    pub fn merge(&self, next: &RunStats) -> RunStats {
+        let cycles = self.cycles + next.cycles;
+        let mac_active = self.mac_active + next.mac_active;
+        RunStats {
+            cycles,
+            mac_active,
+            insns: self.insns + next.insns,
+            utilization: if cycles == 0 {
+                0.0
+            } else {
+                mac_active as f64 / cycles as f64
+            },
+            cycle_source: self.cycle_source,
+            wall: self.wall + next.wall,
+        }
+    }
 }
 
 fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -205,6 +225,25 @@ impl<T: Transport> Driver<T> {
         let Some(l) = self.loaded else {
             return Err(HostError::NotLoaded(self.t.name().to_string()));
         };
+        self.run_range(0, l.prog_len)
+    }
+
+    /// Runs instructions `start..end` of the loaded program (one NPU stage) and waits for them;
+    /// errors as [`Driver::run`], with `ERROR_PC` given as an index into the whole program.
+    pub fn run_range(&mut self, start: u32, end: u32) -> Result<RunStats, HostError> {
+        let Some(loaded) = self.loaded else {
+            return Err(HostError::NotLoaded(self.t.name().to_string()));
+        };
+        if start > end || end > loaded.prog_len {
+            return Err(HostError::Bundle(format!(
+                "instructions {start}..{end} are outside the {}-instruction program",
+                loaded.prog_len
+            )));
+        }
+        let l = Loaded {
+            prog_base: loaded.prog_base + start * INSN_BYTES as u32,
+            prog_len: end - start,
+        };
         let w = |d: &mut Self, off, v| d.t.write_reg(off, v).map_err(|e| d.terr(e));
         w(self, regs::PROG_BASE, l.prog_base)?;
         w(self, regs::PROG_LEN, l.prog_len)?;
@@ -244,7 +283,7 @@ impl<T: Transport> Driver<T> {
         let wall = started.elapsed();
         if status & regs::STATUS_ERROR != 0 {
             let code = self.reg(regs::ERROR_CODE)?;
-            let pc = self.reg(regs::ERROR_PC)?;
+            let pc = self.reg(regs::ERROR_PC)? + start;
             return Err(HostError::DeviceError {
                 device: self.t.name().to_string(),
                 code,

@@ -106,11 +106,11 @@ pub enum HostError {
     },
     #[error("input '{name}' contains a non-finite value (NaN or infinity)")]
     NonFinite { name: String },
-    #[error("CPU {stage} program failed: {source}")]
+    #[error("CPU stage '{stage}' failed: {source}")]
     Cpu {
-        stage: &'static str,
+        stage: String,
         #[source]
-        source: sinter_isa::tail::TailError,
+        source: sinter_compiler::CompileError,
     },
     #[error("bundle is inconsistent: {0}")]
     Bundle(String),

@@ -2,7 +2,7 @@
 //! turns a compiled bundle into a function from named float tensors to named float tensors.
 //!
 //! ```text
-//! Runtime  — CPU head, quantize, split batches, dequantize, CPU tail
+//! Runtime  — split batches; per stage: CPU program, or quantize → NPU slice → dequantize
 //!   Driver — config check, upload, start, wait (timeout → reset), status, counters
 //!     Transport — registers + device memory: functional model | RTL | (PCIe)
 //! ```
@@ -16,7 +16,7 @@ pub mod transport;
 pub use driver::{Driver, RunStats, DEFAULT_TIMEOUT};
 pub use error::{HostError, TransportError};
 pub use runtime::{open_runtime, Inference, Runtime};
-pub use sinter_isa::tail::Tensor;
+pub use sinter_isa::tensor::Tensor;
 pub use transport::{
     CycleSource, DeviceKind, FuncTransport, RtlTransport, SimTransport, Transport,
 };

@@ -1,16 +1,20 @@
 //! The runtime: named float tensors in, named float tensors out.
 //!
 //! Per request: check the inputs against the model's signature, split the batch into runs of
-//! the compiled batch size (padding the last one with zeros), and for every run execute the CPU
-//! head, quantize into the NPU's input layout, run the device, dequantize the NPU outputs and
-//! execute the CPU tail.
+//! the compiled batch size (padding the last one with zeros), and for every run execute the
+//! bundle's stages in order: a CPU stage on the fp32 interpreter, an NPU stage by quantizing its
+//! inputs into the device's DRAM layout, running its slice of the program and dequantizing its
+//! outputs.
 
 use crate::driver::{Driver, RunStats};
 use crate::error::HostError;
 use crate::transport::Transport;
-use sinter_isa::bundle::{Bundle, IoTensor, TensorSig};
-use sinter_isa::tail::Tensor;
+use ndarray::ArrayD;
+use sinter_compiler::cpu::CpuProgram;
+use sinter_isa::bundle::{Bundle, IoTensor, Stage, TensorSig};
+use sinter_isa::tensor::Tensor;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The result of one request.
 #[derive(Clone, Debug)]
@@ -43,12 +47,25 @@ impl Placed {
     }
 }
 
+/// A stage ready to run: NPU tensors with their offsets, CPU programs decoded.
+enum Step {
+    Npu {
+        start: u32,
+        end: u32,
+        inputs: Vec<Placed>,
+        outputs: Vec<Placed>,
+    },
+    Cpu {
+        name: String,
+        program: CpuProgram,
+    },
+}
+
 /// A loaded model on one device.
 pub struct Runtime<T: Transport> {
     driver: Driver<T>,
     bundle: Bundle,
-    inputs: Vec<Placed>,
-    outputs: Vec<Placed>,
+    steps: Vec<Step>,
     batch: usize,
 }
 
@@ -74,10 +91,38 @@ impl<T: Transport> Runtime<T> {
                 )));
             }
         }
+        let mut steps = Vec::with_capacity(bundle.io.stages.len());
+        for stage in &bundle.io.stages {
+            steps.push(match stage {
+                Stage::Npu {
+                    insn_start,
+                    insn_end,
+                    inputs,
+                    outputs,
+                    ..
+                } => Step::Npu {
+                    start: *insn_start,
+                    end: *insn_end,
+                    inputs: inputs.iter().map(Placed::new).collect(),
+                    outputs: outputs.iter().map(Placed::new).collect(),
+                },
+                Stage::Cpu {
+                    name, offset, len, ..
+                } => {
+                    let bytes = bundle
+                        .cpu_program(*offset, *len)
+                        .map_err(|e| HostError::Bundle(e.to_string()))?;
+                    Step::Cpu {
+                        name: name.clone(),
+                        program: CpuProgram::decode(bytes)
+                            .map_err(|e| HostError::Bundle(format!("stage '{name}': {e}")))?,
+                    }
+                }
+            });
+        }
         driver.load(&bundle)?;
         Ok(Runtime {
-            inputs: bundle.io.npu_inputs.iter().map(Placed::new).collect(),
-            outputs: bundle.io.npu_outputs.iter().map(Placed::new).collect(),
+            steps,
             batch,
             driver,
             bundle,
@@ -233,65 +278,99 @@ impl<T: Transport> Runtime<T> {
         Ok(Inference { outputs, runs })
     }
 
-    /// One device run on exactly one compiled batch of model inputs.
+    /// One pass over the stages on exactly one compiled batch of model inputs.
     fn run_once(
         &mut self,
-        mut values: HashMap<String, Tensor>,
+        inputs: HashMap<String, Tensor>,
     ) -> Result<(HashMap<String, Tensor>, RunStats), HostError> {
-        self.bundle
-            .cpu
-            .head
-            .run(&mut values)
-            .map_err(|source| HostError::Cpu {
-                stage: "head",
-                source,
-            })?;
-        for p in &self.inputs {
-            let t = values.get(&p.io.name).ok_or_else(|| {
-                HostError::Bundle(format!(
-                    "NPU input '{}' is produced by neither the model inputs nor the CPU head",
-                    p.io.name
-                ))
-            })?;
-            if t.data.len() != p.offsets.len() {
-                return Err(HostError::Bundle(format!(
-                    "NPU input '{}' expects shape {:?}, the CPU head gives {:?}",
-                    p.io.name, p.io.shape, t.shape
-                )));
-            }
-            let mut region = vec![0u8; p.io.bytes as usize];
-            for (v, &off) in t.data.iter().zip(&p.offsets) {
-                region[off] = p.io.quant.quantize(*v) as u8;
-            }
-            self.driver.write(p.io.dram_base as u64, &region)?;
+        let mut values: HashMap<String, ArrayD<f32>> = HashMap::with_capacity(inputs.len());
+        for (name, t) in inputs {
+            values.insert(name, to_array(t)?);
         }
-        let stats = self.driver.run()?;
-        for p in &self.outputs {
-            let mut region = vec![0u8; p.io.bytes as usize];
-            self.driver.read(p.io.dram_base as u64, &mut region)?;
-            let data = p
-                .offsets
-                .iter()
-                .map(|&off| p.io.quant.dequantize(region[off] as i8))
-                .collect();
-            values.insert(
-                p.io.name.clone(),
-                Tensor {
-                    shape: p.io.shape.clone(),
-                    data,
-                },
-            );
+        let mut total: Option<RunStats> = None;
+        for step in &self.steps {
+            match step {
+                Step::Cpu { name, program } => {
+                    program.run(&mut values).map_err(|source| HostError::Cpu {
+                        stage: name.clone(),
+                        source,
+                    })?;
+                }
+                Step::Npu {
+                    start,
+                    end,
+                    inputs,
+                    outputs,
+                } => {
+                    for p in inputs {
+                        let t = values.get(&p.io.name).ok_or_else(|| {
+                            HostError::Bundle(format!(
+                                "NPU input '{}' is computed by no earlier stage",
+                                p.io.name
+                            ))
+                        })?;
+                        if t.len() != p.offsets.len() {
+                            return Err(HostError::Bundle(format!(
+                                "NPU input '{}' expects shape {:?}, got {:?}",
+                                p.io.name,
+                                p.io.shape,
+                                t.shape()
+                            )));
+                        }
+                        let mut region = vec![0u8; p.io.bytes as usize];
+                        for (v, &off) in t.iter().zip(&p.offsets) {
+                            region[off] = p.io.quant.quantize(*v) as u8;
+                        }
+                        self.driver.write(p.io.dram_base as u64, &region)?;
+                    }
+                    let stats = self.driver.run_range(*start, *end)?;
+                    total = Some(match total {
+                        None => stats,
+                        Some(t) => t.merge(&stats),
+                    });
+                    for p in outputs {
+                        let mut region = vec![0u8; p.io.bytes as usize];
+                        self.driver.read(p.io.dram_base as u64, &mut region)?;
+                        let data: Vec<f32> = p
+                            .offsets
+                            .iter()
+                            .map(|&off| p.io.quant.dequantize(region[off] as i8))
+                            .collect();
+                        let a = ArrayD::from_shape_vec(p.io.shape.clone(), data).map_err(|e| {
+                            HostError::Bundle(format!("NPU output '{}': {e}", p.io.name))
+                        })?;
+                        values.insert(p.io.name.clone(), a);
+                    }
+                }
+            }
         }
-        self.bundle
-            .cpu
-            .tail
-            .run(&mut values)
-            .map_err(|source| HostError::Cpu {
-                stage: "tail",
-                source,
-            })?;
-        Ok((values, stats))
+        let stats = total.unwrap_or(RunStats {
+            cycles: 0,
+            mac_active: 0,
+            insns: 0,
+            utilization: 0.0,
+            cycle_source: self.driver.cycle_source(),
+            wall: Duration::ZERO,
+        });
+        let out = values
+            .into_iter()
+            .map(|(k, a)| {
+                let shape = a.shape().to_vec();
+                (
+                    k,
+                    Tensor {
+                        shape,
+                        data: a.into_iter().collect(),
+                    },
+                )
+            })
+            .collect();
+        Ok((out, stats))
     }
+}
+
+fn to_array(t: Tensor) -> Result<ArrayD<f32>, HostError> {
+    ArrayD::from_shape_vec(t.shape, t.data).map_err(|e| HostError::Bundle(e.to_string()))
 }
 
 /// Opens a device of `kind` sized for `bundle` and loads the bundle on it.

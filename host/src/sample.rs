@@ -2,11 +2,13 @@
 //! CPU. It needs no compiler, so it serves as a smoke test of a device, a demo bundle and a test
 //! fixture; [`DenseSample::reference`] computes the exact answer with `sinter_isa::numeric`.
 
+use sinter_compiler::cpu::CpuProgram;
+use sinter_compiler::ir::{Node, Op};
 use sinter_isa::bundle::{
-    Bundle, CpuSection, IoSpec, IoTensor, LayerInfo, Manifest, MemoryMap, TensorSig,
+    Bundle, IoSpec, IoTensor, LayerInfo, Manifest, MemoryMap, Stage, TensorSig,
 };
 use sinter_isa::numeric::{quantize_multiplier, requant_lane, softmax_in_place, QParams};
-use sinter_isa::tail::{CpuNode, CpuOp, CpuProgram, Tensor};
+use sinter_isa::tensor::Tensor;
 use sinter_isa::timing::{estimate, TimingParams};
 use sinter_isa::{Buffer, Deps, Dma, Gemm, HwConfig, Instruction, VecInsn, VecOp, Walk};
 
@@ -205,7 +207,14 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
             name: if softmax { "probs" } else { "y" }.into(),
             shape: vec![b, n],
         }],
-        npu_inputs: vec![IoTensor {
+        stages: Vec::new(),
+    };
+    let mut io = io;
+    io.stages.push(Stage::Npu {
+        name: "dense".into(),
+        insn_start: 0,
+        insn_end: prog_len,
+        inputs: vec![IoTensor {
             name: "x".into(),
             shape: vec![b, k],
             strides: vec![rows, 1],
@@ -213,7 +222,7 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
             bytes: in_bytes,
             quant: input_q,
         }],
-        npu_outputs: vec![IoTensor {
+        outputs: vec![IoTensor {
             name: npu_out.into(),
             shape: vec![b, n],
             strides: vec![cols, 1],
@@ -221,22 +230,30 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
             bytes: out_bytes,
             quant: output_q,
         }],
-    };
-    let cpu = CpuSection {
-        head: CpuProgram::default(),
-        tail: CpuProgram {
-            nodes: if softmax {
-                vec![CpuNode {
-                    name: "softmax".into(),
-                    op: CpuOp::Softmax { axis: -1 },
-                    inputs: vec!["logits".into()],
-                    outputs: vec!["probs".into()],
-                }]
-            } else {
-                Vec::new()
-            },
-        },
-    };
+    });
+    let mut cpu = Vec::new();
+    if softmax {
+        cpu = CpuProgram {
+            nodes: vec![Node {
+                name: "softmax".into(),
+                op: Op::Softmax {
+                    axis: 1,
+                    coerce_2d: false,
+                },
+                inputs: vec!["logits".into()],
+                outputs: vec!["probs".into()],
+            }],
+            constants: Default::default(),
+        }
+        .encode();
+        io.stages.push(Stage::Cpu {
+            name: "softmax".into(),
+            inputs: vec!["logits".into()],
+            outputs: vec!["probs".into()],
+            offset: 0,
+            len: cpu.len() as u64,
+        });
+    }
     DenseSample {
         bundle: Bundle::new(cfg, manifest, io, program, image, cpu),
         k,

@@ -137,13 +137,19 @@ fn hanging(s: &DenseSample) -> Bundle {
     }));
     let mut manifest = b.manifest.clone();
     manifest.layers[0].insn_end += 1;
+    let mut io = b.io.clone();
+    for stage in &mut io.stages {
+        if let sinter_isa::bundle::Stage::Npu { insn_end, .. } = stage {
+            *insn_end += 1;
+        }
+    }
     Bundle::new(
         b.config,
         manifest,
-        b.io.clone(),
+        io,
         program,
         b.weights().to_vec(),
-        b.cpu.clone(),
+        b.cpu_bytes().to_vec(),
     )
 }
 
@@ -196,7 +202,7 @@ fn refused_instruction_reports_code_and_pc() {
         b.io.clone(),
         program,
         b.weights().to_vec(),
-        b.cpu.clone(),
+        b.cpu_bytes().to_vec(),
     );
     let mut d = Driver::new(FuncTransport::func(HwConfig::SMALL, 1 << 16).unwrap()).unwrap();
     d.load(&bad).unwrap();

@@ -14,14 +14,15 @@
 //! ```
 //!
 //! Sections: `MANIFEST` (JSON: model name, compiler version, memory map, layer table),
-//! `IO` (JSON: input/output tensor descriptors with quantization parameters and DRAM layout),
-//! `PROGRAM` (encoded instructions), `WEIGHTS` (the DRAM image of weights and parameters),
-//! `CPU` (JSON: head and tail CPU programs). Any truncation, bad checksum, unknown version or
-//! inconsistent field is reported as a [`BundleError`] saying what is wrong.
+//! `IO` (JSON: the model's signature and its *stages* — slices of the NPU program with their
+//! quantized input/output tensors, and CPU programs between them), `PROGRAM` (encoded
+//! instructions), `WEIGHTS` (the DRAM image of weights and parameters), `CPU` (the serialized CPU
+//! programs, opaque to this crate: the compiler writes them and its interpreter runs them). Any
+//! truncation, bad checksum, unknown version or inconsistent field is reported as a
+//! [`BundleError`] saying what is wrong.
 
 use crate::insn::{decode_program, encode_program, DecodeError, Instruction, INSN_BYTES};
 use crate::numeric::QParams;
-use crate::tail::CpuProgram;
 use crate::HwConfig;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -153,24 +154,59 @@ impl IoTensor {
     }
 }
 
-/// The model's inputs and outputs and the NPU tensors behind them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct IoSpec {
-    /// What users send (before the CPU head).
-    pub model_inputs: Vec<TensorSig>,
-    /// What users get back (after the CPU tail).
-    pub model_outputs: Vec<TensorSig>,
-    /// Quantized tensors the host writes before a run.
-    pub npu_inputs: Vec<IoTensor>,
-    /// Quantized tensors the host reads after a run.
-    pub npu_outputs: Vec<IoTensor>,
+/// One step of a model run. Stages run in order; each reads named float tensors (model inputs
+/// or outputs of earlier stages) and writes named float tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Stage {
+    /// Instructions `insn_start..insn_end` of the program on the NPU: the host quantizes
+    /// `inputs` into DRAM, runs the slice and dequantizes `outputs`.
+    Npu {
+        name: String,
+        insn_start: u32,
+        insn_end: u32,
+        inputs: Vec<IoTensor>,
+        outputs: Vec<IoTensor>,
+    },
+    /// Operators on the host CPU: bytes `offset..offset+len` of the `CPU` section hold the
+    /// serialized program (the compiler's `cpu` module reads it).
+    Cpu {
+        name: String,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        offset: u64,
+        len: u64,
+    },
 }
 
-/// CPU programs around the NPU.
+impl Stage {
+    pub fn name(&self) -> &str {
+        match self {
+            Stage::Npu { name, .. } | Stage::Cpu { name, .. } => name,
+        }
+    }
+}
+
+/// The model's signature and how it runs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CpuSection {
-    pub head: CpuProgram,
-    pub tail: CpuProgram,
+pub struct IoSpec {
+    /// What users send.
+    pub model_inputs: Vec<TensorSig>,
+    /// What users get back.
+    pub model_outputs: Vec<TensorSig>,
+    pub stages: Vec<Stage>,
+}
+
+impl IoSpec {
+    /// Every quantized tensor the NPU stages read or write.
+    pub fn npu_tensors(&self) -> impl Iterator<Item = &IoTensor> {
+        self.stages.iter().flat_map(|s| match s {
+            Stage::Npu {
+                inputs, outputs, ..
+            } => inputs.iter().chain(outputs.iter()).collect::<Vec<_>>(),
+            Stage::Cpu { .. } => Vec::new(),
+        })
+    }
 }
 
 /// The bytes behind a loaded bundle: owned, or a read-only memory map of the file.
@@ -197,9 +233,9 @@ pub struct Bundle {
     pub manifest: Manifest,
     pub io: IoSpec,
     pub program: Vec<Instruction>,
-    pub cpu: CpuSection,
     weights: Backing,
     weights_range: Range<usize>,
+    cpu_range: Range<usize>,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -270,19 +306,41 @@ impl Bundle {
         io: IoSpec,
         program: Vec<Instruction>,
         weights: Vec<u8>,
-        cpu: CpuSection,
+        cpu: Vec<u8>,
     ) -> Bundle {
-        let n = weights.len();
+        let (n, c) = (weights.len(), cpu.len());
+        let mut bytes = weights;
+        bytes.extend_from_slice(&cpu);
         Bundle {
             config,
             arch_version: crate::ARCH_VERSION,
             manifest,
             io,
             program,
-            cpu,
-            weights: Backing::Owned(Arc::new(weights)),
+            weights: Backing::Owned(Arc::new(bytes)),
             weights_range: 0..n,
+            cpu_range: n..n + c,
         }
+    }
+
+    /// The serialized CPU programs (see [`Stage::Cpu`]).
+    pub fn cpu_bytes(&self) -> &[u8] {
+        &self.weights.bytes()[self.cpu_range.clone()]
+    }
+
+    /// The bytes of one CPU stage's program.
+    pub fn cpu_program(&self, offset: u64, len: u64) -> Result<&[u8], BundleError> {
+        let all = self.cpu_bytes();
+        offset
+            .checked_add(len)
+            .filter(|end| *end <= all.len() as u64)
+            .map(|end| &all[offset as usize..end as usize])
+            .ok_or_else(|| {
+                BundleError::Malformed(format!(
+                    "CPU program {offset}+{len} lies outside the {}-byte CPU section",
+                    all.len()
+                ))
+            })
     }
 
     /// The DRAM image of weights and parameters, to be written at `manifest.memory.weights_base`.
@@ -298,7 +356,7 @@ impl Bundle {
             (SectionKind::Io, json(&self.io)),
             (SectionKind::Program, encode_program(&self.program)),
             (SectionKind::Weights, self.weights().to_vec()),
-            (SectionKind::Cpu, json(&self.cpu)),
+            (SectionKind::Cpu, self.cpu_bytes().to_vec()),
         ];
         let table_end = HEADER_BYTES + ENTRY_BYTES * sections.len();
         let mut offset = align_up(table_end);
@@ -484,7 +542,6 @@ impl Bundle {
         }
         let manifest: Manifest = json(SectionKind::Manifest, &b[section(SectionKind::Manifest)?])?;
         let io: IoSpec = json(SectionKind::Io, &b[section(SectionKind::Io)?])?;
-        let cpu: CpuSection = json(SectionKind::Cpu, &b[section(SectionKind::Cpu)?])?;
         let prog_bytes = &b[section(SectionKind::Program)?];
         if !prog_bytes.len().is_multiple_of(INSN_BYTES) {
             return Err(BundleError::Malformed(format!(
@@ -494,15 +551,16 @@ impl Bundle {
         }
         let program = decode_program(prog_bytes).map_err(|(i, e)| BundleError::Program(i, e))?;
         let weights_range = section(SectionKind::Weights)?;
+        let cpu_range = section(SectionKind::Cpu)?;
         let bundle = Bundle {
             config,
             arch_version,
             manifest,
             io,
             program,
-            cpu,
             weights: backing.clone(),
             weights_range,
+            cpu_range,
         };
         bundle.check_consistency()?;
         Ok(bundle)
@@ -531,7 +589,31 @@ impl Bundle {
                 ));
             }
         }
-        for t in self.io.npu_inputs.iter().chain(&self.io.npu_outputs) {
+        for stage in &self.io.stages {
+            match stage {
+                Stage::Npu {
+                    name,
+                    insn_start,
+                    insn_end,
+                    ..
+                } => {
+                    if insn_start > insn_end || *insn_end as usize > self.program.len() {
+                        return bad(format!(
+                            "stage '{name}' runs instructions {insn_start}..{insn_end} of {}",
+                            self.program.len()
+                        ));
+                    }
+                }
+                Stage::Cpu {
+                    offset, len, name, ..
+                } => {
+                    if offset.saturating_add(*len) > self.cpu_range.len() as u64 {
+                        return bad(format!("CPU stage '{name}' lies outside the CPU section"));
+                    }
+                }
+            }
+        }
+        for t in self.io.npu_tensors() {
             if t.shape.len() != t.strides.len() {
                 return bad(format!(
                     "tensor '{}' has mismatched shape and strides",

@@ -4,8 +4,8 @@
 //! the driver is defined here exactly once: the hardware configuration ([`config`]), the
 //! instruction set and its encoding ([`insn`]), the register map ([`regs`]), the arithmetic of
 //! quantized values ([`numeric`]), the timing model the compiler and simulators use to predict
-//! cycles ([`timing`]), the compiled-model bundle ([`bundle`]) and the CPU-side operators a bundle
-//! may carry ([`tail`]). The SystemVerilog package of the RTL is generated from it ([`svgen`]).
+//! cycles ([`timing`]), the compiled-model bundle ([`bundle`]) and the float tensors the host
+//! exchanges ([`tensor`]). The SystemVerilog package of the RTL is generated from it ([`svgen`]).
 
 pub mod bundle;
 pub mod config;
@@ -13,7 +13,7 @@ pub mod insn;
 pub mod numeric;
 pub mod regs;
 pub mod svgen;
-pub mod tail;
+pub mod tensor;
 pub mod timing;
 
 pub use config::{ConfigError, HwConfig};

@@ -1,7 +1,7 @@
 //! Round-trip properties of the instruction encoding and robustness of the bundle reader.
 
 use proptest::prelude::*;
-use sinter_isa::bundle::{Bundle, BundleError, CpuSection, IoSpec, IoTensor, Manifest, MemoryMap};
+use sinter_isa::bundle::{Bundle, BundleError, IoSpec, IoTensor, Manifest, MemoryMap, Stage};
 use sinter_isa::numeric::QParams;
 use sinter_isa::*;
 
@@ -170,27 +170,26 @@ fn sample_bundle() -> Bundle {
         ..Manifest::default()
     };
     let io = IoSpec {
-        npu_inputs: vec![IoTensor {
-            name: "x".into(),
-            shape: vec![1, 16],
-            strides: vec![16, 1],
-            dram_base: 0x2000,
-            bytes: 16,
-            quant: QParams {
-                scale: 0.5,
-                zero_point: 3,
-            },
+        stages: vec![Stage::Npu {
+            name: "s0".into(),
+            insn_start: 0,
+            insn_end: 2,
+            outputs: vec![],
+            inputs: vec![IoTensor {
+                name: "x".into(),
+                shape: vec![1, 16],
+                strides: vec![16, 1],
+                dram_base: 0x2000,
+                bytes: 16,
+                quant: QParams {
+                    scale: 0.5,
+                    zero_point: 3,
+                },
+            }],
         }],
         ..IoSpec::default()
     };
-    Bundle::new(
-        cfg,
-        manifest,
-        io,
-        program,
-        vec![7u8; 300],
-        CpuSection::default(),
-    )
+    Bundle::new(cfg, manifest, io, program, vec![7u8; 300], vec![1, 2, 3])
 }
 
 #[test]
@@ -202,6 +201,7 @@ fn bundle_round_trips_through_file_and_mmap() {
     assert_eq!(back.manifest, b.manifest);
     assert_eq!(back.io, b.io);
     assert_eq!(back.weights(), b.weights());
+    assert_eq!(back.cpu_bytes(), &[1, 2, 3]);
     let dir = std::env::temp_dir().join(format!("sinter-isa-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.sntr");
