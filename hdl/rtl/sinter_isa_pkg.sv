@@ -37,6 +37,11 @@ package sinter_isa_pkg;
   localparam logic [1:0] MOD_COMPUTE = 2'd1;
   localparam logic [1:0] MOD_STORE = 2'd2;
 
+  // GEMM modes (field `mode`): how the product combines with the accumulator.
+  localparam logic [1:0] GEMM_OVERWRITE = 2'd0;
+  localparam logic [1:0] GEMM_ADD = 2'd1;
+  localparam logic [1:0] GEMM_MAX = 2'd2;
+
   // Vector-unit operations.
   localparam logic [3:0] VEC_REQUANT = 4'd0;
 
@@ -116,8 +121,8 @@ package sinter_isa_pkg;
   localparam int unsigned F_GEMM_OPCODE_W = 4;
   localparam int unsigned F_GEMM_DEPS_LO = 4;
   localparam int unsigned F_GEMM_DEPS_W = 4;
-  localparam int unsigned F_GEMM_ACCUMULATE_LO = 8;
-  localparam int unsigned F_GEMM_ACCUMULATE_W = 1;
+  localparam int unsigned F_GEMM_MODE_LO = 8;
+  localparam int unsigned F_GEMM_MODE_W = 2;
   localparam int unsigned F_GEMM_WGT_LO = 16;
   localparam int unsigned F_GEMM_WGT_W = 16;
   localparam int unsigned F_GEMM_N_OUTER_LO = 32;
@@ -203,8 +208,8 @@ package sinter_isa_pkg;
     logic [15:0] n_inner;
     logic [15:0] n_outer;
     logic [15:0] wgt;
-    logic [6:0] rsvd_9;
-    logic [0:0] accumulate;
+    logic [5:0] rsvd_10;
+    logic [1:0] mode;
     logic [3:0] deps;
     logic [3:0] opcode;
   } gemm_insn_t;

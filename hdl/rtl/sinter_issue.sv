@@ -82,7 +82,7 @@ module sinter_issue #(
   always_comb begin
     bad_decode = 1'b0;
     if (is_dma)       bad_decode = (d.rsvd_10 != '0) || (d.rsvd_216 != '0);
-    else if (is_gemm) bad_decode = (g.rsvd_9 != '0) || (g.rsvd_160 != '0);
+    else if (is_gemm) bad_decode = (g.mode == 2'd3) || (g.rsvd_10 != '0) || (g.rsvd_160 != '0);
     else if (is_vec)  bad_decode = (v.op != sinter_isa_pkg::VEC_REQUANT) ||
                                    (v.rsvd_12 != '0) || (v.rsvd_184 != '0);
     else if (is_sync) bad_decode = (s.target == 2'd3) || (s.rsvd_10 != '0);

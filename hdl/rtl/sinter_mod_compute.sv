@@ -3,8 +3,8 @@
 // Neighbours: the load module ("prev") and the store module ("next").
 //
 // GEMM pipeline, one activation row per cycle:
-//   issue  : read act[act.row(o,i)] and (when accumulating) acc[acc.row(o,i)]
-//   stage 1: dot products with the stationary weight tile; add the old accumulator row
+//   issue  : read act[act.row(o,i)] and (unless overwriting) acc[acc.row(o,i)]
+//   stage 1: dot products with the stationary weight tile, combined with the old row (mode)
 //   stage 2: write acc[acc.row(o,i)]
 // Iterations are strictly sequential in the ISA, so a row read while one of the two previous
 // iterations is still writing it (stage 2 now, or written last cycle, which the synchronous read
@@ -107,9 +107,9 @@ module sinter_mod_compute #(
   assign last_iter  = inner_wrap && (o_q == n_outer_q - 16'd1);
 
   // ---- GEMM state ---------------------------------------------------------------------------------
-  logic                   accum_q;
+  logic [1:0]             mode_q, p1_mode_q;
   logic [ROWS*COLS*8-1:0] wreg_q;
-  logic                   p1_valid_q, p2_valid_q, p3_valid_q, p1_accum_q;
+  logic                   p1_valid_q, p2_valid_q, p3_valid_q;
   logic [ACC_AW-1:0]      p1_row_q, p2_row_q, p3_row_q;
   logic [AW_ROW-1:0]      p2_data_q, p3_data_q;
   logic [AW_ROW-1:0]      dot, acc_old, acc_new;
@@ -190,7 +190,7 @@ module sinter_mod_compute #(
       end
       o_q     <= '0;
       i_q     <= '0;
-      accum_q <= g.accumulate[0];
+      mode_q  <= g.mode;
       param_q <= v.param;
       zp_q    <= v.zero_point;
       lo_q    <= v.clamp_lo;
@@ -234,9 +234,18 @@ module sinter_mod_compute #(
     else                                         acc_old = acc_rdata;
   end
 
+  // Combine the product with the old row as the GEMM mode says (ISA `GemmMode`).
   for (genvar c = 0; c < COLS; c++) begin : g_acc
-    assign acc_new[c*32 +: 32] = p1_accum_q ? acc_old[c*32 +: 32] + dot[c*32 +: 32]
-                                         : dot[c*32 +: 32];
+    logic signed [31:0] old_l, dot_l;
+    assign old_l = acc_old[c*32 +: 32];
+    assign dot_l = dot[c*32 +: 32];
+    always_comb begin
+      unique case (p1_mode_q)
+        sinter_isa_pkg::GEMM_ADD: acc_new[c*32 +: 32] = old_l + dot_l;
+        sinter_isa_pkg::GEMM_MAX: acc_new[c*32 +: 32] = (old_l > dot_l) ? old_l : dot_l;
+        default:                  acc_new[c*32 +: 32] = dot_l;
+      endcase
+    end
   end
 
   always_ff @(posedge clk_i) begin
@@ -253,7 +262,7 @@ module sinter_mod_compute #(
 
   always_ff @(posedge clk_i) begin
     p1_row_q   <= a_row_q[ACC_AW-1:0];
-    p1_accum_q <= accum_q;
+    p1_mode_q  <= mode_q;
     p2_row_q  <= p1_row_q;
     p2_data_q <= acc_new;
     p3_row_q  <= p2_row_q;
@@ -314,7 +323,7 @@ module sinter_mod_compute #(
     acc_re    = 1'b0;
     acc_raddr = a_row_q[ACC_AW-1:0];
     unique case (state_q)
-      S_G_RUN:   acc_re = accum_q;
+      S_G_RUN:   acc_re = (mode_q != sinter_isa_pkg::GEMM_OVERWRITE);
       S_V_PARAM: begin
         acc_re    = (vcnt_q != 2'd3);
         acc_raddr = param_q[ACC_AW-1:0] + ACC_AW'(vcnt_q);

@@ -128,7 +128,7 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
                 pop_prev: true,
                 ..Deps::NONE
             },
-            accumulate: false,
+            mode: sinter_isa::GemmMode::Overwrite,
             wgt: 0,
             n_outer: 1,
             n_inner: b16,

@@ -186,14 +186,47 @@ impl Walk {
     }
 }
 
+/// How a GEMM combines its product `p` with the accumulator row `a`, lane by lane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GemmMode {
+    /// `a = p`
+    #[default]
+    Overwrite = 0,
+    /// `a = a + p` (wrapping): matrix products, convolutions, average pooling.
+    Add = 1,
+    /// `a = max(a, p)` (signed): max pooling with an identity tile.
+    Max = 2,
+}
+
+impl GemmMode {
+    pub const ALL: [GemmMode; 3] = [GemmMode::Overwrite, GemmMode::Add, GemmMode::Max];
+    pub fn from_bits(v: u64) -> Option<GemmMode> {
+        GemmMode::ALL.into_iter().find(|m| *m as u64 == v)
+    }
+    /// Whether the accumulator row is read before it is written.
+    pub fn reads_acc(self) -> bool {
+        self != GemmMode::Overwrite
+    }
+    /// Combines one lane.
+    #[inline]
+    pub fn apply(self, acc: i32, product: i32) -> i32 {
+        match self {
+            GemmMode::Overwrite => product,
+            GemmMode::Add => acc.wrapping_add(product),
+            GemmMode::Max => acc.max(product),
+        }
+    }
+}
+
 /// Matrix multiply on the MAC array: for every `(o, i)` of the `n_outer × n_inner` loop,
-/// `acc[acc.row(o,i)] (+)= act[act.row(o,i)] · W[wgt]`, where `W[wgt]` is the `rows × cols`
-/// weight tile and lane `c` of the result is `Σ_r act[r]·W[r][c]` in int32 (wrapping).
-/// With `accumulate` false the product overwrites the accumulator row.
+/// `acc[acc.row(o,i)] = mode(acc[acc.row(o,i)], act[act.row(o,i)] · W[wgt])`, where `W[wgt]` is
+/// the `rows × cols` weight tile and lane `c` of the product is `Σ_r act[r]·W[r][c]` in int32
+/// (wrapping), combined with the accumulator as [`GemmMode`] says. Iterations run strictly in
+/// order (an iteration sees the accumulator rows every earlier one wrote).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Gemm {
     pub deps: Deps,
-    pub accumulate: bool,
+    pub mode: GemmMode,
     pub wgt: u16,
     pub n_outer: u16,
     pub n_inner: u16,
@@ -429,7 +462,7 @@ pub const DMA_FIELDS: [Field; 12] = [
     f("pad_value", 208, 8),
 ];
 pub const GEMM_FIELDS: [Field; 10] = [
-    f("accumulate", 8, 1),
+    f("mode", 8, 2),
     f("wgt", 16, 16),
     f("n_outer", 32, 16),
     f("n_inner", 48, 16),
@@ -602,7 +635,7 @@ impl Instruction {
                     .set("pad_value", d.pad_value as u8 as u64);
             }
             Instruction::Gemm(g) => {
-                w.set("accumulate", g.accumulate as u64)
+                w.set("mode", g.mode as u64)
                     .set("wgt", g.wgt as u64)
                     .set("n_outer", g.n_outer as u64)
                     .set("n_inner", g.n_inner as u64);
@@ -668,7 +701,13 @@ impl Instruction {
             }
             Opcode::Gemm => Instruction::Gemm(Gemm {
                 deps,
-                accumulate: r.take("accumulate") != 0,
+                mode: {
+                    let m = r.take("mode");
+                    GemmMode::from_bits(m).ok_or(DecodeError::Field {
+                        field: "mode",
+                        value: m,
+                    })?
+                },
                 wgt: r.take("wgt") as u16,
                 n_outer: r.take("n_outer") as u16,
                 n_inner: r.take("n_inner") as u16,
@@ -791,7 +830,11 @@ impl fmt::Display for Instruction {
             Instruction::Gemm(g) => write!(
                 f,
                 "gemm{} w[{}] {}x{} acc[{}] act[{}]",
-                if g.accumulate { ".acc" } else { "" },
+                match g.mode {
+                    GemmMode::Overwrite => "",
+                    GemmMode::Add => ".add",
+                    GemmMode::Max => ".max",
+                },
                 g.wgt,
                 g.n_outer,
                 g.n_inner,

@@ -18,7 +18,8 @@ pub mod timing;
 
 pub use config::{ConfigError, HwConfig};
 pub use insn::{
-    Deps, Dma, Gemm, InsnFault, Instruction, Module, Opcode, Sync, VecInsn, VecOp, Walk, INSN_BYTES,
+    Deps, Dma, Gemm, GemmMode, InsnFault, Instruction, Module, Opcode, Sync, VecInsn, VecOp, Walk,
+    INSN_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

@@ -77,6 +77,18 @@ pub fn generate() -> String {
             format!("2'd{}", m as u32),
         );
     }
+    line(
+        w,
+        "\n// GEMM modes (field `mode`): how the product combines with the accumulator.",
+    );
+    for m in crate::GemmMode::ALL {
+        param(
+            w,
+            "logic [1:0]",
+            &format!("GEMM_{}", format!("{m:?}").to_uppercase()),
+            format!("2'd{}", m as u32),
+        );
+    }
     line(w, "\n// Vector-unit operations.");
     param(
         w,

@@ -46,17 +46,17 @@ fn instruction() -> impl Strategy<Value = Instruction> {
         dma().prop_map(Instruction::Store),
         (
             deps(),
-            any::<bool>(),
+            0usize..3,
             any::<u16>(),
             any::<u16>(),
             any::<u16>(),
             walk(),
             walk()
         )
-            .prop_map(|(deps, accumulate, wgt, n_outer, n_inner, acc, act)| {
+            .prop_map(|(deps, mode, wgt, n_outer, n_inner, acc, act)| {
                 Instruction::Gemm(Gemm {
                     deps,
-                    accumulate,
+                    mode: GemmMode::ALL[mode],
                     wgt,
                     n_outer,
                     n_inner,

@@ -59,7 +59,7 @@
 use sinter_isa::insn::{
     Deps, Dma, Gemm, Instruction, Module, Sync, VecInsn, VecOp, Walk, COMMON, FORMATS, INSN_BYTES,
 };
-use sinter_isa::{regs, Buffer, HwConfig};
+use sinter_isa::{regs, Buffer, GemmMode, HwConfig};
 use std::ops::Range;
 
 /// A small, fast, seedable generator (SplitMix64); stable across platforms and versions.
@@ -875,10 +875,19 @@ impl Gen {
                 }
                 found
             };
-            let accumulate = k > 0 || (initialised && self.rng.chance(60));
+            // Combining modes read the accumulator row, so they need it initialised.
+            let mode = if k > 0 || (initialised && self.rng.chance(60)) {
+                if self.rng.chance(25) {
+                    GemmMode::Max
+                } else {
+                    GemmMode::Add
+                }
+            } else {
+                GemmMode::Overwrite
+            };
             out.push(Instruction::Gemm(Gemm {
                 deps: Deps::NONE,
-                accumulate,
+                mode,
                 wgt: self.rng.pick(&tiles) as u16,
                 n_outer: no as u16,
                 n_inner: ni as u16,
@@ -1024,7 +1033,7 @@ impl Gen {
         };
         let gemm = Gemm {
             deps: Deps::NONE,
-            accumulate: false,
+            mode: GemmMode::Overwrite,
             wgt: 0,
             n_outer: 1,
             n_inner: 2,

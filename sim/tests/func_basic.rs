@@ -1,7 +1,7 @@
 //! Hand-computed programs on the functional model (a 4×4 array keeps the arithmetic small).
 
 use sinter_isa::insn::{Deps, Dma, Gemm, Instruction, Module, Sync, VecInsn, VecOp, Walk};
-use sinter_isa::{regs, timing, Buffer, HwConfig, ARCH_VERSION};
+use sinter_isa::{regs, timing, Buffer, GemmMode, HwConfig, ARCH_VERSION};
 use sinter_sim::func::{FuncSim, ERR_DRAM_RANGE};
 use sinter_sim::Npu;
 
@@ -34,7 +34,11 @@ fn store(dram: u32, sram: u16, y: u16, x: u16) -> Instruction {
 fn gemm(accumulate: bool, wgt: u16, n_outer: u16, n_inner: u16, acc: Walk, act: Walk) -> Gemm {
     Gemm {
         deps: Deps::NONE,
-        accumulate,
+        mode: if accumulate {
+            GemmMode::Add
+        } else {
+            GemmMode::Overwrite
+        },
         wgt,
         n_outer,
         n_inner,
@@ -550,10 +554,10 @@ fn naive_gemm(cfg: &HwConfig, s: &FuncSim, acc: &mut [i32], g: &Gemm) {
                     let w = b.wgt[g.wgt as usize * rows * cols + k * cols + c];
                     sum += b.act[a + k] as i32 * w as i32;
                 }
-                acc[r + c] = if g.accumulate {
-                    acc[r + c].wrapping_add(sum)
-                } else {
-                    sum
+                acc[r + c] = match g.mode {
+                    GemmMode::Overwrite => sum,
+                    GemmMode::Add => acc[r + c].wrapping_add(sum),
+                    GemmMode::Max => acc[r + c].max(sum),
                 };
             }
         }

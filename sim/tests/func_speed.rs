@@ -2,7 +2,7 @@
 //! with `cargo test --release -p sinter-sim --test func_speed -- --ignored --nocapture`.
 
 use sinter_isa::insn::{Deps, Dma, Gemm, Instruction, Walk};
-use sinter_isa::{regs, Buffer, HwConfig};
+use sinter_isa::{regs, Buffer, GemmMode, HwConfig};
 use sinter_sim::func::FuncSim;
 use sinter_sim::randprog::Rng;
 use sinter_sim::Npu;
@@ -35,7 +35,11 @@ fn program(cfg: &HwConfig, reps: usize, n_outer: u16, n_inner: u16) -> (Vec<Inst
         for t in 0..16u16 {
             p.push(Instruction::Gemm(Gemm {
                 deps: Deps::NONE,
-                accumulate: t > 0,
+                mode: if t > 0 {
+                    GemmMode::Add
+                } else {
+                    GemmMode::Overwrite
+                },
                 wgt: t,
                 n_outer,
                 n_inner,

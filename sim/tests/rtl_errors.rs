@@ -58,8 +58,11 @@ fn bad_words(cfg: &HwConfig) -> Vec<(&'static str, [u8; INSN_BYTES])> {
     w[1] = 1; // vec op 1
     v.push(("vec op 1", w));
     let mut w = g(Walk::contiguous(0), Walk::contiguous(0), 0, 1, 1);
-    w[1] = 0x02; // bit 9: reserved in the GEMM format
+    w[1] = 0x04; // bit 10: reserved in the GEMM format
     v.push(("gemm reserved bit", w));
+    let mut w = g(Walk::contiguous(0), Walk::contiguous(0), 0, 1, 1);
+    w[1] = 0x03; // mode 3 does not exist
+    v.push(("gemm mode 3", w));
     v.push((
         "load into out",
         ld(Dma {
@@ -400,7 +403,7 @@ fn random_word(cfg: &HwConfig, rng: &mut StdRng) -> [u8; INSN_BYTES] {
         1 => Instruction::Store(dm),
         2 => Instruction::Gemm(sinter_isa::Gemm {
             deps: d,
-            accumulate: rng.gen(),
+            mode: sinter_isa::GemmMode::ALL[rng.gen_range(0..3)],
             wgt: small(rng, cfg.wgt_depth),
             n_outer: small(rng, 6),
             n_inner: small(rng, 6),

@@ -11,7 +11,7 @@
 //! When the whole reduction fits in one chunk, the activation rows of an m-tile stay on chip
 //! across all its n-blocks and only weights stream.
 
-use sinter_isa::{Buffer, Dma, Gemm, HwConfig, Instruction, VecInsn, VecOp, Walk};
+use sinter_isa::{Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, VecInsn, VecOp, Walk};
 
 use super::memory::ActTensor;
 use super::sync::{Edge, Event, ProgramBuilder};
@@ -262,7 +262,11 @@ pub fn emit(
         let tm = to_u16(s.tm, "rows", name)?;
         for kl in 0..s.tk {
             b.emit(Instruction::Gemm(Gemm {
-                accumulate: !(s.first_k && kl == 0),
+                mode: if s.first_k && kl == 0 {
+                    GemmMode::Overwrite
+                } else {
+                    GemmMode::Add
+                },
                 wgt: to_u16(wgt_half_of[i] * wgt_half + kl, "weight tile", name)?,
                 n_outer: 1,
                 n_inner: tm,

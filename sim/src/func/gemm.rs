@@ -16,7 +16,7 @@
 
 use super::State;
 use rayon::prelude::*;
-use sinter_isa::insn::{Gemm, Walk};
+use sinter_isa::insn::{Gemm, GemmMode, Walk};
 
 /// Iterations per block of a parallel GEMM over a non-dense accumulator walk.
 const BLOCK: usize = 8192;
@@ -160,7 +160,7 @@ fn gemm_rc<const R: usize, const C: usize>(st: &mut State, g: &Gemm) {
         let mut prod = vec![0i32; cols];
         for (a, r) in act_rows(0).zip(walk_rows(&g.acc, n_inner, 0)).take(total) {
             w.product(a, &mut prod);
-            apply(&mut acc[r * cols..r * cols + cols], &prod, g.accumulate);
+            apply(&mut acc[r * cols..r * cols + cols], &prod, g.mode);
         }
         return;
     }
@@ -175,7 +175,7 @@ fn gemm_rc<const R: usize, const C: usize>(st: &mut State, g: &Gemm) {
                 let mut prod = vec![0i32; cols];
                 for (out, a) in chunk.chunks_exact_mut(cols).zip(act_rows(t * task)) {
                     w.product(a, &mut prod);
-                    apply(out, &prod, g.accumulate);
+                    apply(out, &prod, g.mode);
                 }
             });
         return;
@@ -197,20 +197,26 @@ fn gemm_rc<const R: usize, const C: usize>(st: &mut State, g: &Gemm) {
             });
         let rows = walk_rows(&g.acc, n_inner, start);
         for (prod, r) in scratch[..n * cols].chunks_exact(cols).zip(rows) {
-            apply(&mut acc[r * cols..r * cols + cols], prod, g.accumulate);
+            apply(&mut acc[r * cols..r * cols + cols], prod, g.mode);
         }
         start += n;
     }
 }
 
 #[inline(always)]
-fn apply(acc: &mut [i32], prod: &[i32], accumulate: bool) {
-    if accumulate {
-        for (a, &p) in acc.iter_mut().zip(prod) {
-            *a = a.wrapping_add(p);
+fn apply(acc: &mut [i32], prod: &[i32], mode: GemmMode) {
+    match mode {
+        GemmMode::Overwrite => acc.copy_from_slice(prod),
+        GemmMode::Add => {
+            for (a, p) in acc.iter_mut().zip(prod) {
+                *a = a.wrapping_add(*p);
+            }
         }
-    } else {
-        acc.copy_from_slice(prod);
+        GemmMode::Max => {
+            for (a, p) in acc.iter_mut().zip(prod) {
+                *a = (*a).max(*p);
+            }
+        }
     }
 }
 

@@ -68,7 +68,11 @@ pub fn gemm(
 ) -> Instruction {
     Instruction::Gemm(Gemm {
         deps: d,
-        accumulate,
+        mode: if accumulate {
+            sinter_isa::GemmMode::Add
+        } else {
+            sinter_isa::GemmMode::Overwrite
+        },
         wgt,
         n_outer,
         n_inner,
