@@ -1,10 +1,20 @@
 //! `sinter`: compile ONNX models for the Sinter NPU, run them on a simulated device and serve them.
 
 mod compile;
+mod ctx;
+mod interrupt;
+mod maint;
+mod models_cmd;
 mod npy;
+mod progress;
 mod report;
+mod resolve;
 mod run;
+mod runs_cmd;
 mod serve;
+mod serving;
+mod table;
+mod workspace;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -20,25 +30,45 @@ use std::time::Duration;
     about = "ONNX models as int8 programs for the Sinter NPU"
 )]
 struct Cli {
+    /// Workspace folder (registry database and artifact store). Default: $SINTER_WORKSPACE, else
+    /// ./sinter-workspace.
+    #[arg(long, global = true, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Print JSON instead of tables and text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Compile an ONNX model into a bundle (.sntr) and print its layer report.
+    /// Create the workspace (safe to repeat) and print where it is.
+    Init,
+    /// Register models and manage their versions, tags and aliases.
+    #[command(subcommand)]
+    Model(models_cmd::ModelCmd),
+    /// Compile an ONNX file or a registered model (NAME[:VERSION|@ALIAS]) into a bundle and print
+    /// its layer report.
     Compile(compile::CompileArgs),
-    /// Run a bundle on a batch of inputs from a .npy file.
+    /// Run a bundle or a registered model on a batch of inputs from a .npy file.
     Run(run::RunArgs),
-    /// Serve a bundle over HTTP (Open Inference Protocol v2 and POST /score).
+    /// Serve a bundle or a registered model over HTTP (Open Inference Protocol v2 and POST
+    /// /score).
     Serve(serve::ServeArgs),
+    /// List and inspect recorded runs.
+    #[command(subcommand)]
+    Runs(runs_cmd::RunsCmd),
+    /// List deployments (servers started from registered models).
+    #[command(subcommand)]
+    Deployments(runs_cmd::DeploymentsCmd),
+    /// Check and tidy the workspace.
+    #[command(subcommand)]
+    Workspace(maint::WorkspaceCmd),
     /// Print the layer report of a bundle.
     Info {
         /// The bundle.
         model: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Print the program listing of a bundle.
     Disasm {
@@ -95,28 +125,39 @@ fn main() -> std::process::ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let ctx = ctx::Ctx::new(cli.workspace.as_deref(), cli.json);
+    // The server handles its own signals (graceful shutdown); every other command ends its
+    // recorded runs as killed on Ctrl-C.
+    if !matches!(cli.command, Command::Serve(_)) {
+        interrupt::install();
+    }
     match cli.command {
-        Command::Compile(a) => compile::main(a),
-        Command::Run(a) => run::main(a),
-        Command::Serve(a) => serve::main(a),
-        Command::Info { model, json } => {
+        Command::Init => models_cmd::init(&ctx),
+        Command::Model(c) => models_cmd::main(c, &ctx),
+        Command::Compile(a) => compile::main(a, &ctx),
+        Command::Run(a) => run::main(a, &ctx),
+        Command::Serve(a) => serving::main(a, &ctx),
+        Command::Runs(c) => runs_cmd::runs(c, &ctx),
+        Command::Deployments(c) => runs_cmd::deployments(c, &ctx),
+        Command::Workspace(c) => maint::main(c, &ctx),
+        Command::Info { model } => {
             let b = open_bundle(&model)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report::summary_json(&b))?
-                );
+            if ctx.json {
+                ctx.print_json(&report::summary_json(&b))
             } else {
                 print!("{}", report::layer_report(&b));
+                Ok(())
             }
-            Ok(())
         }
         Command::Disasm { model } => {
             let b = open_bundle(&model)?;
-            print!("{}", sinter_isa::insn::disassemble(&b.program));
-            Ok(())
+            let listing = sinter_isa::insn::disassemble(&b.program);
+            if ctx.json {
+                ctx.print_json(&listing.lines().collect::<Vec<_>>())
+            } else {
+                print!("{listing}");
+                Ok(())
+            }
         }
     }
 }
-
-mod workspace;

@@ -93,20 +93,54 @@ pub fn layer_report(b: &Bundle) -> String {
         m.cpu_macs,
         pct(m.cpu_macs, all)
     ));
-    let cpu_ops = |p: &sinter_isa::tail::CpuProgram| {
-        p.nodes
-            .iter()
-            .map(|n| format!("{} ({:?})", n.name, n.op))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if !b.cpu.head.is_empty() {
-        s.push_str(&format!("CPU head: {}\n", cpu_ops(&b.cpu.head)));
-    }
-    if !b.cpu.tail.is_empty() {
-        s.push_str(&format!("CPU tail: {}\n", cpu_ops(&b.cpu.tail)));
+    s.push_str("Stages:\n");
+    for stage in &b.io.stages {
+        s.push_str(&format!("  {}\n", stage_line(b, stage)));
     }
     s
+}
+
+/// One line describing a stage: where it runs and what it computes.
+pub fn stage_line(b: &Bundle, stage: &sinter_isa::bundle::Stage) -> String {
+    use sinter_isa::bundle::Stage;
+    match stage {
+        Stage::Npu {
+            name,
+            insn_start,
+            insn_end,
+            inputs,
+            outputs,
+        } => {
+            let names = |ts: &[sinter_isa::bundle::IoTensor]| {
+                ts.iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "{name}: NPU, instructions {insn_start}..{insn_end}, {} -> {}",
+                names(inputs),
+                names(outputs)
+            )
+        }
+        Stage::Cpu {
+            name, offset, len, ..
+        } => {
+            let ops = b
+                .cpu_program(*offset, *len)
+                .ok()
+                .and_then(|bytes| sinter_compiler::cpu::CpuProgram::decode(bytes).ok())
+                .map(|p| {
+                    p.nodes
+                        .iter()
+                        .map(|n| format!("{} ({})", n.name, n.op.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "unreadable program".into());
+            format!("{name}: CPU, {ops}")
+        }
+    }
 }
 
 /// The same report as JSON.
@@ -128,6 +162,10 @@ pub fn summary_json(b: &Bundle) -> serde_json::Value {
         "cpu_macs": m.cpu_macs,
         "inputs": b.io.model_inputs,
         "outputs": b.io.model_outputs,
-        "cpu": b.cpu,
+        "stages": b.io.stages.iter().map(|st| serde_json::json!({
+            "name": st.name(),
+            "side": match st { sinter_isa::bundle::Stage::Npu { .. } => "npu", _ => "cpu" },
+            "summary": stage_line(b, st),
+        })).collect::<Vec<_>>(),
     })
 }

@@ -1,15 +1,22 @@
 //! `sinter run`.
 
+use crate::ctx::Ctx;
+use crate::interrupt;
+use crate::progress::Spinner;
+use crate::resolve::{BuildOptions, Target};
+use crate::workspace::{LogLevel, RunHandle, RunInputs, RunKind, Workspace};
 use anyhow::Context;
 use ndarray::ArrayD;
-use sinter_host::{open_runtime, Tensor};
+use sinter_host::{open_runtime, Inference, Tensor};
+use sinter_isa::bundle::Bundle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The bundle.
-    pub model: PathBuf,
+    /// The bundle (.sntr), or a registered model: NAME, NAME:VERSION or NAME@ALIAS (compiled,
+    /// or its earlier bundle reused; an existing path wins).
+    pub model: String,
     /// Input batch (.npy, float32 or float64, batch axis first). For a model with several inputs
     /// repeat as `--input NAME=FILE`.
     #[arg(short, long, required = true)]
@@ -23,9 +30,8 @@ pub struct RunArgs {
     /// Class labels (.npy, one integer per row): prints the top-1 accuracy of the first output.
     #[arg(long, value_name = "LABELS.npy")]
     pub labels: Option<PathBuf>,
-    /// Print a JSON report.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub build: crate::resolve::RefArgs,
 }
 
 /// Top-1 accuracy (percent) of `scores` (rows of classes, batch first) against `labels`.
@@ -84,8 +90,160 @@ fn to_tensor(a: ArrayD<f32>) -> Tensor {
     Tensor { shape, data }
 }
 
-pub fn main(a: RunArgs) -> anyhow::Result<()> {
-    let bundle = crate::open_bundle(&a.model)?;
+/// What one `sinter run` produced.
+struct Outcome {
+    model: String,
+    device: String,
+    cycle_source: &'static str,
+    batch: usize,
+    rows: usize,
+    inf: Inference,
+    written: Vec<(String, PathBuf)>,
+    accuracy: Option<f64>,
+    total_cycles: u64,
+    total_mac: u64,
+    util: f64,
+}
+
+pub fn main(a: RunArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    let (bundle, ws, mut inputs, bundle_artifact, label) = match Target::parse(&a.model)? {
+        Target::File(path) => {
+            let bundle = crate::open_bundle(&path)?;
+            let ws = ctx.open_if_present();
+            let inputs = RunInputs {
+                options: serde_json::json!({ "bundle": path.display().to_string() }),
+                ..RunInputs::default()
+            };
+            (
+                bundle,
+                ws,
+                inputs,
+                BundleArtifact::File(path),
+                a.model.clone(),
+            )
+        }
+        Target::Model(r) => {
+            let ws = ctx.open()?;
+            let spinner = Spinner::new(ctx.json);
+            let opts = BuildOptions {
+                hw: a.build.hw,
+                batch: a.build.batch,
+                name: None,
+            };
+            let res = crate::resolve::compile_ref(
+                &ws,
+                &r,
+                &opts,
+                a.build.calib.as_deref(),
+                false,
+                &spinner,
+            )?;
+            spinner.done();
+            let mut inputs = RunInputs::for_version(&res.version);
+            inputs.options = serde_json::json!({
+                "reference": r.to_string(),
+                "bundle_hash": res.bundle_hash,
+                "hw": res.bundle.config.to_string(),
+                "batch": res.bundle.manifest.batch,
+            });
+            let label = format!("{}:{}", res.version.name, res.version.version);
+            (
+                res.bundle,
+                Some(ws),
+                inputs,
+                BundleArtifact::Stored(res.bundle_hash),
+                label,
+            )
+        }
+    };
+    if let Some(o) = inputs.options.as_object_mut() {
+        o.insert("device".into(), a.device.device.to_string().into());
+        o.insert("inputs".into(), a.input.clone().into());
+    }
+    let run = match &ws {
+        Some(ws) => Some(start(ws, &a, inputs, &bundle_artifact)?),
+        None => None,
+    };
+    let _tracked = run.as_ref().map(interrupt::track);
+    let outcome = match (execute(bundle, &a, &label), run) {
+        (Ok(o), Some(run)) => {
+            record(&run, &o)?;
+            run.finish()?;
+            o
+        }
+        (Ok(o), None) => o,
+        (Err(e), Some(run)) => {
+            run.fail(&format!("{e:#}"))?;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    print(&outcome, ctx)
+}
+
+/// The bundle a run used, as an artifact.
+enum BundleArtifact {
+    File(PathBuf),
+    Stored(String),
+}
+
+fn start(
+    ws: &Workspace,
+    a: &RunArgs,
+    inputs: RunInputs,
+    bundle: &BundleArtifact,
+) -> anyhow::Result<RunHandle> {
+    let mut params = vec![
+        ("model", a.model.clone()),
+        ("device", a.device.device.to_string()),
+        ("input", a.input.join(",")),
+    ];
+    if let Some(l) = &a.labels {
+        params.push(("labels", l.display().to_string()));
+    }
+    let run = ws.start_run(RunKind::Run, params, inputs)?;
+    match bundle {
+        BundleArtifact::File(p) => {
+            run.artifact_file("bundle", p)?;
+        }
+        BundleArtifact::Stored(h) => run.artifact_hash("bundle", h)?,
+    }
+    Ok(run)
+}
+
+/// Metrics of a run: cycles and utilization of every NPU run as steps, then the totals.
+fn record(run: &RunHandle, o: &Outcome) -> anyhow::Result<()> {
+    for (i, r) in o.inf.runs.iter().enumerate() {
+        run.metric("cycles", r.cycles as f64, i as i64)?;
+        run.metric("utilization", r.utilization, i as i64)?;
+    }
+    run.metric("total_cycles", o.total_cycles as f64, 0)?;
+    run.metric("mac_utilization", o.util, 0)?;
+    run.metric("rows", o.rows as f64, 0)?;
+    if let Some(acc) = o.accuracy {
+        run.metric("accuracy", acc, 0)?;
+    }
+    run.log(
+        LogLevel::Info,
+        &format!(
+            "{} rows in {} run(s) on {}: {} cycles ({}){}",
+            o.rows,
+            o.inf.runs.len(),
+            o.device,
+            o.total_cycles,
+            o.cycle_source,
+            o.accuracy
+                .map(|a| format!(", top-1 accuracy {a:.2}%"))
+                .unwrap_or_default()
+        ),
+    )?;
+    for (name, p) in &o.written {
+        run.artifact_file(&format!("output:{name}"), p)?;
+    }
+    Ok(())
+}
+
+fn execute(bundle: Bundle, a: &RunArgs, label: &str) -> anyhow::Result<Outcome> {
     let sigs = bundle.io.model_inputs.clone();
     let mut inputs = HashMap::new();
     for spec in &a.input {
@@ -112,7 +270,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
     }
     let device = a.device.device;
     let mut rt = open_runtime(device, bundle, a.device.timeout())
-        .with_context(|| format!("cannot load {} on the {device} device", a.model.display()))?;
+        .with_context(|| format!("cannot load {label} on the {device} device"))?;
     let source = rt.driver_ref().cycle_source();
     let inf = rt.infer(&inputs).context("inference failed")?;
 
@@ -135,7 +293,6 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let batch = rt.batch();
     let rows: usize = inputs.values().next().map(|t| t.shape[0]).unwrap_or(0);
     let total_cycles: u64 = inf.runs.iter().map(|r| r.cycles).sum();
     let total_mac: u64 = inf.runs.iter().map(|r| r.mac_active).sum();
@@ -144,7 +301,25 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
     } else {
         total_mac as f64 / total_cycles as f64
     };
-    if a.json {
+    Ok(Outcome {
+        model: rt.bundle().manifest.model_name.clone(),
+        device: rt.driver_ref().device_name().to_string(),
+        cycle_source: source.as_str(),
+        batch: rt.batch(),
+        rows,
+        inf,
+        written,
+        accuracy,
+        total_cycles,
+        total_mac,
+        util,
+    })
+}
+
+fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
+    let (inf, batch, rows, written, accuracy) = (&o.inf, o.batch, o.rows, &o.written, o.accuracy);
+    let source = o.cycle_source;
+    if ctx.json {
         let runs: Vec<_> = inf
             .runs
             .iter()
@@ -177,28 +352,27 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
             })
             .collect();
         let report = serde_json::json!({
-            "model": rt.bundle().manifest.model_name,
-            "device": rt.driver_ref().device_name(),
-            "cycle_source": source.as_str(),
+            "model": o.model,
+            "device": o.device,
+            "cycle_source": source,
             "batch": batch,
             "rows": rows,
             "runs": runs,
-            "total": { "cycles": total_cycles, "mac_active": total_mac, "utilization": util },
+            "total": { "cycles": o.total_cycles, "mac_active": o.total_mac, "utilization": o.util },
             "outputs": outputs,
             "top1_accuracy": accuracy,
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return ctx.print_json(&report);
     }
 
     println!(
         "model {} on {} ({} rows in {} run(s) of batch {}; cycles {})",
-        rt.bundle().manifest.model_name,
-        rt.driver_ref().device_name(),
+        o.model,
+        o.device,
         rows,
         inf.runs.len(),
         batch,
-        source.as_str()
+        source
     );
     const SHOWN_RUNS: usize = 64;
     for (i, r) in inf.runs.iter().enumerate().take(SHOWN_RUNS) {
@@ -207,7 +381,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
             i * batch,
             ((i + 1) * batch).min(rows),
             r.cycles,
-            source.as_str(),
+            source,
             100.0 * r.utilization,
             r.wall.as_secs_f64() * 1e3
         );
@@ -220,9 +394,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
     }
     println!(
         "  total {:>27} cycles ({})  MAC utilization {:>6.2}%",
-        total_cycles,
-        source.as_str(),
-        100.0 * util
+        o.total_cycles,
+        source,
+        100.0 * o.util
     );
     if let Some(acc) = accuracy {
         println!("top-1 accuracy {acc:.2}% over {rows} rows");
@@ -246,7 +420,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<()> {
             }
         }
     } else {
-        for (name, p) in &written {
+        for (name, p) in written {
             println!("wrote output {name} to {}", p.display());
         }
     }

@@ -130,7 +130,7 @@ fn disasm_and_info_describe_the_bundle() {
     assert!(o.status.success());
     let info = text(&o.stdout);
     assert!(
-        info.contains("dense") && info.contains("total") && info.contains("CPU tail"),
+        info.contains("dense") && info.contains("total") && info.contains("CPU"),
         "{info}"
     );
     let o = sinter(&[

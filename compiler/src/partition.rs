@@ -15,14 +15,16 @@ use sinter_isa::bundle::{
 use sinter_isa::timing::{estimate, TimingParams};
 use sinter_isa::{Instruction, INSN_BYTES};
 
-use crate::backend::dense::{self, DenseLayer, Pipeline};
+use crate::backend::conv::{self, Pipeline, WindowInput, WindowLayer};
+use crate::backend::layers;
 use crate::backend::memory::{align_up, ActTensor, Arena, WeightsImage, REGION_ALIGN};
 use crate::backend::sync::ProgramBuilder;
 use crate::compile::CompileOptions;
 use crate::cpu::CpuProgram;
 use crate::error::{CompileError, Result};
 use crate::ir::{Activation, Graph, Node, Op};
-use crate::quant::{quantize_dense, Calibration};
+use crate::quant::Calibration;
+use sinter_isa::numeric::QParams;
 
 /// Which side runs a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,27 +86,65 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     // 1. Assign sides and cut stages. A reshape that keeps the shape of a tensor the current
     //    NPU stage produced is a rename on the NPU (`alias`); every other reshape is CPU work.
     let mut alias: HashMap<String, String> = HashMap::new();
+    // Flattens of an image tensor read only by dense layers: the dense layer reads the image
+    // bytes directly, with its weights permuted to the NHWC order.
+    let mut flat: HashSet<String> = HashSet::new();
     let mut stages: Vec<StagePlan> = Vec::new();
     let mut produced_here: HashSet<String> = HashSet::new();
+    let runtime_inputs = |node: &Node| -> Vec<String> {
+        node.inputs
+            .iter()
+            .filter(|i| !graph.is_constant(i))
+            .cloned()
+            .collect()
+    };
     for node in &graph.nodes {
         let input = node.inputs.first();
         let out = node.outputs.first();
+        let npu_stage = stages.last().is_some_and(|s| s.side == Side::Npu);
         let side = match &node.op {
-            Op::Dense { .. } => Side::Npu,
-            op if is_reshape(op) => {
-                let npu_stage = stages.last().is_some_and(|s| s.side == Side::Npu);
-                match (input, out) {
-                    (Some(i), Some(o))
-                        if npu_stage && produced_here.contains(i) && shape(i)? == shape(o)? =>
-                    {
-                        let base = alias.get(i).cloned().unwrap_or_else(|| i.clone());
+            op if is_reshape(op) => match (input, out) {
+                (Some(i), Some(o)) if npu_stage && produced_here.contains(i) => {
+                    let (si, so) = (shape(i)?, shape(o)?);
+                    let base = alias.get(i).cloned().unwrap_or_else(|| i.clone());
+                    let dense_readers = graph.consumers(o).iter().all(|&c| {
+                        matches!(graph.nodes[c].op, Op::Dense { .. })
+                            && layers::npu_supports(cfg, &graph.nodes[c], &[&so])
+                    }) && !graph_outputs_contains(graph, o);
+                    if si == so {
                         alias.insert(o.clone(), base);
                         Side::Npu
+                    } else if si.len() == 4
+                        && so.len() == 2
+                        && so[0] == si[0]
+                        && !flat.contains(i)
+                        && !alias.contains_key(i)
+                        && dense_readers
+                    {
+                        alias.insert(o.clone(), base);
+                        flat.insert(o.clone());
+                        Side::Npu
+                    } else {
+                        Side::Cpu
                     }
-                    _ => Side::Cpu,
+                }
+                _ => Side::Cpu,
+            },
+            _ => {
+                let ins = runtime_inputs(node);
+                let shapes: Vec<Vec<usize>> =
+                    ins.iter().map(|i| shape(i)).collect::<Result<_>>()?;
+                let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
+                // A flattened view may only feed dense layers.
+                let reads_flat = ins.iter().any(|i| flat.contains(i));
+                if layers::npu_supports(cfg, node, &refs)
+                    && (!reads_flat || matches!(node.op, Op::Dense { .. }))
+                {
+                    Side::Npu
+                } else {
+                    Side::Cpu
                 }
             }
-            _ => Side::Cpu,
         };
         if stages.last().map(|s| s.side) != Some(side) {
             stages.push(StagePlan {
@@ -136,68 +176,82 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
             .collect()
     };
 
-    // 2. Quantize the NPU layers and place weights.
+    // 2. Place the NPU tensors and plan every NPU layer: quantize, cut weight tiles.
     let mut weights = WeightsImage::default();
-    struct Placed<'g> {
-        node: &'g Node,
-        weights_addr: u32,
+    let mut qp: HashMap<String, QParams> = HashMap::new();
+    struct Planned {
+        plan: layers::LayerPlan,
+        tiles_addr: u32,
         params_addr: u32,
-        zero_point: i8,
-        clamp: (i8, i8),
     }
-    let mut placed: HashMap<&str, Placed> = HashMap::new();
-    for node in stages
-        .iter()
-        .filter(|s| s.side == Side::Npu)
-        .flat_map(|s| s.nodes.iter())
-    {
-        let Op::Dense {
-            weight,
-            bias,
-            activation,
-        } = &node.op
-        else {
-            continue;
-        };
-        let in_q = calib.qparams(&base_of(&node.inputs[0]))?;
-        let out_q = calib.qparams(&node.outputs[0])?;
-        let q = quantize_dense(weight, bias.as_ref(), *activation, in_q, out_q)
-            .map_err(|e| node_err(node, e.to_string()))?;
-        let weights_addr = weights.append(&dense::pack_weights(cfg, &q.weight));
-        let params_addr = weights.append(&dense::pack_params(
-            cfg,
-            q.bias.as_slice().unwrap_or(&[]),
-            q.mult.as_slice().unwrap_or(&[]),
-            q.shift.as_slice().unwrap_or(&[]),
-        ));
-        placed.insert(
-            node.name.as_str(),
-            Placed {
-                node,
-                weights_addr,
-                params_addr,
-                zero_point: q.out_zero_point,
-                clamp: (q.clamp_lo, q.clamp_hi),
-            },
-        );
-    }
-
-    // 3. Place every NPU tensor (stage inputs and layer outputs) in the activation arena.
-    let arena_base = align_up(weights.end(), 4096);
-    let mut arena = Arena::new(arena_base);
+    let mut planned: HashMap<&str, Planned> = HashMap::new();
+    // Shapes first (addresses are assigned after the weights are known).
+    let mut arena = Arena::new(0);
     let mut tensors: HashMap<String, ActTensor> = HashMap::new();
     for stage in stages.iter().filter(|s| s.side == Side::Npu) {
         for node in &stage.nodes {
-            if !matches!(node.op, Op::Dense { .. }) {
+            if is_reshape(&node.op) {
                 continue;
             }
-            for name in [base_of(&node.inputs[0]), node.outputs[0].clone()] {
-                if !tensors.contains_key(&name) {
-                    let t = arena.alloc(cfg, &name, &shape(&name)?);
-                    tensors.insert(name, t);
+            let ins: Vec<String> = runtime_inputs(node).iter().map(|i| base_of(i)).collect();
+            for name in ins.iter().chain(node.outputs.iter().take(1)) {
+                if !tensors.contains_key(name) {
+                    let t = arena.alloc(cfg, name, &shape(name)?);
+                    tensors.insert(name.clone(), t);
+                }
+                if !qp.contains_key(name) && ins.contains(name) {
+                    qp.insert(name.clone(), calib.qparams(name)?);
                 }
             }
+            let q_in: Vec<QParams> = ins.iter().map(|i| qp[i]).collect();
+            let out = &node.outputs[0];
+            let q_out = match &node.op {
+                // Max pooling keeps its input's parameters exactly.
+                Op::Pool2d {
+                    kind: crate::ir::PoolKind::Max,
+                    ..
+                } => q_in[0],
+                _ => calib.qparams(out)?,
+            };
+            qp.insert(out.clone(), q_out);
+            let raw_input = &runtime_inputs(node)[0];
+            let flat_of = flat.contains(raw_input).then(|| tensors[&ins[0]].clone());
+            let views: Vec<ActTensor> = ins
+                .iter()
+                .enumerate()
+                .map(|(k, i)| match (&flat_of, k) {
+                    (Some(t), 0) => t.flattened(),
+                    _ => tensors[i].clone(),
+                })
+                .collect();
+            let view_refs: Vec<&ActTensor> = views.iter().collect();
+            let plan = layers::plan(
+                cfg,
+                node,
+                &view_refs,
+                flat_of.as_ref(),
+                &q_in,
+                q_out,
+                tensors[out].lanes,
+            )
+            .map_err(|e| node_err(node, e.to_string()))?;
+            let tiles_addr = weights.append(&plan.tiles);
+            let params_addr = weights.append(&plan.params);
+            planned.insert(
+                node.name.as_str(),
+                Planned {
+                    plan,
+                    tiles_addr,
+                    params_addr,
+                },
+            );
         }
+    }
+
+    // 3. The activation arena follows the weights.
+    let arena_base = align_up(weights.end(), 4096);
+    for t in tensors.values_mut() {
+        t.addr += arena_base;
     }
     let arena_bytes = arena.bytes();
 
@@ -262,31 +316,51 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 let mut pipe = Pipeline::default();
                 let mut ranges = Vec::new();
                 for node in &stage.nodes {
-                    let Some(p) = placed.get(node.name.as_str()) else {
+                    let Some(p) = planned.get(node.name.as_str()) else {
                         continue; // a rename
                     };
+                    let raw = runtime_inputs(node);
+                    let views: Vec<ActTensor> = raw
+                        .iter()
+                        .map(|i| {
+                            let t = &tensors[&base_of(i)];
+                            if flat.contains(i) {
+                                t.flattened()
+                            } else {
+                                t.clone()
+                            }
+                        })
+                        .collect();
                     let first = b.len();
-                    dense::emit(
+                    conv::emit(
                         &mut b,
                         cfg,
                         &mut pipe,
-                        &DenseLayer {
+                        &WindowLayer {
                             name: &node.name,
-                            input: &tensors[&base_of(&node.inputs[0])],
+                            inputs: views
+                                .iter()
+                                .zip(&p.plan.pad_values)
+                                .map(|(tensor, &pad_value)| WindowInput { tensor, pad_value })
+                                .collect(),
                             output: &tensors[&node.outputs[0]],
-                            weights_addr: p.weights_addr,
+                            geometry: p.plan.geometry,
+                            sources: p.plan.sources.clone(),
+                            combine: p.plan.combine,
+                            tiles_addr: p.tiles_addr,
                             params_addr: p.params_addr,
-                            zero_point: p.zero_point,
-                            clamp_lo: p.clamp.0,
-                            clamp_hi: p.clamp.1,
+                            zero_point: p.plan.zero_point,
+                            clamp_lo: p.plan.clamp_lo,
+                            clamp_hi: p.plan.clamp_hi,
                         },
                     )?;
-                    ranges.push((p.node, first..b.len()));
+                    ranges.push((*node, first..b.len()));
                 }
                 let slice = b.finish();
                 let sched = estimate(cfg, &TimingParams::default(), &slice);
                 predicted_total += sched.total_cycles;
                 for (node, r) in ranges {
+                    let node: &Node = node;
                     let macs = node_macs(graph, node);
                     npu_macs += macs;
                     let t0 = sched.start[r.clone()].iter().min().copied().unwrap_or(0);
@@ -312,7 +386,9 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                         strides: t.strides(),
                         dram_base: t.addr,
                         bytes: t.bytes(),
-                        quant: calib.qparams(&base)?,
+                        quant: *qp.get(&base).ok_or_else(|| {
+                            CompileError::Quant(format!("no parameters for NPU tensor '{base}'"))
+                        })?,
                     })
                 };
                 io_stages.push(Stage::Npu {
@@ -344,7 +420,13 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     let manifest = Manifest {
         model_name: opts.name.clone(),
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
-        batch: opts.batch as u32,
+        // The model's own batch when its export fixed one.
+        batch: graph
+            .inputs
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(opts.batch) as u32,
         memory: MemoryMap {
             program_base,
             weights_base: weights.base,
@@ -367,6 +449,10 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     ))
 }
 
+fn graph_outputs_contains(graph: &Graph, name: &str) -> bool {
+    graph.outputs.iter().any(|t| t.name == name)
+}
+
 fn layer_op_name(op: &Op) -> String {
     let act = |a: &Activation| match a {
         Activation::None => "",
@@ -375,6 +461,7 @@ fn layer_op_name(op: &Op) -> String {
     };
     match op {
         Op::Dense { activation, .. } => format!("Dense{}", act(activation)),
+        Op::Conv2d { activation, .. } => format!("Conv{}", act(activation)),
         other => other.name().to_string(),
     }
 }

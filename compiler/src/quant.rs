@@ -29,8 +29,8 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// Runs `graph` on `samples` (the first axis indexes samples of the single graph input) in
-    /// chunks and records min/max of every tensor.
+    /// Runs `graph` on `samples` (the first axis indexes samples of the single graph input), one
+    /// batch of the graph's input at a time, and records min/max of every tensor.
     pub fn collect(graph: &Graph, samples: &ArrayD<f32>) -> Result<Calibration> {
         let input = match graph.inputs.as_slice() {
             [one] => one,
@@ -55,9 +55,18 @@ impl Calibration {
                 "calibration data holds no samples".into(),
             ));
         }
+        // Models with a fixed batch (shapes folded at export) run one batch at a time; the last
+        // chunk is topped up with copies of its first sample, which leaves every range as is.
+        let b = input.shape[0].max(1);
         let mut ranges: HashMap<String, Range> = HashMap::new();
-        for chunk in samples.axis_chunks_iter(Axis(0), 64) {
-            let inputs = HashMap::from([(input.name.clone(), chunk.to_owned())]);
+        for chunk in samples.axis_chunks_iter(Axis(0), b) {
+            let mut batch = chunk.to_owned();
+            while batch.shape()[0] < b {
+                let first = batch.index_axis(Axis(0), 0).insert_axis(Axis(0)).to_owned();
+                batch = ndarray::concatenate(Axis(0), &[batch.view(), first.view()])
+                    .map_err(|e| CompileError::Quant(e.to_string()))?;
+            }
+            let inputs = HashMap::from([(input.name.clone(), batch)]);
             for (name, value) in interp::run_all(graph, &inputs)? {
                 let (lo, hi) = value
                     .iter()

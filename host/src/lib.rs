@@ -9,12 +9,14 @@
 
 pub mod driver;
 pub mod error;
+pub mod pool;
 pub mod runtime;
 pub mod sample;
 pub mod transport;
 
 pub use driver::{Driver, RunStats, DEFAULT_TIMEOUT};
 pub use error::{HostError, TransportError};
+pub use pool::{DevicePool, PooledRuntime};
 pub use runtime::{open_runtime, Inference, Runtime};
 pub use sinter_isa::tensor::Tensor;
 pub use transport::{

@@ -15,7 +15,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema, one entry per version: `MIGRATIONS[i]` takes the database from version `i` to
 /// `i + 1`. Never edit a released entry; append a new one.
-pub const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+pub const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -8,16 +8,13 @@
 //! One [`Workspace`] value wraps one SQLite connection; clones share it, so a server can hand
 //! the workspace to many tasks. Separate processes coordinate through SQLite's own locking.
 
-// The CLI commands that drive this module are wired up separately; until every entry point has
-// a caller, unused items are expected.
-#![allow(dead_code, unused_imports)]
-
 pub mod bench;
 pub mod bundles;
 pub mod clock;
 mod db;
 pub mod deployments;
 pub mod error;
+pub mod keys;
 pub mod models;
 pub mod names;
 mod process;

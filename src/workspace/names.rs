@@ -108,14 +108,6 @@ pub struct ModelRef {
 }
 
 impl ModelRef {
-    pub fn latest(name: &str) -> Result<ModelRef> {
-        validate_model_name(name)?;
-        Ok(ModelRef {
-            name: name.to_string(),
-            selector: Selector::Latest,
-        })
-    }
-
     pub fn version(name: &str, version: u32) -> Result<ModelRef> {
         validate_model_name(name)?;
         if version == 0 {

@@ -19,9 +19,8 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sinter_host::{open_runtime, CycleSource, HostError, Inference, Tensor};
-use sinter_isa::bundle::TensorSig;
+use sinter_isa::bundle::{Bundle, TensorSig};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,8 +30,9 @@ const BINARY_HEADER: &str = "inference-header-content-length";
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// The bundle.
-    pub model: PathBuf,
+    /// The bundle (.sntr), or a registered model: NAME, NAME:VERSION or NAME@ALIAS (an existing
+    /// path wins).
+    pub model: String,
     #[command(flatten)]
     pub device: crate::DeviceArgs,
     /// Port to listen on (0 picks a free one; the address is printed).
@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// Requests that may wait for the device before new ones are refused with 503.
     #[arg(long, default_value_t = 256)]
     pub queue: usize,
+    #[command(flatten)]
+    pub build: crate::resolve::RefArgs,
+}
+
+/// Why the server stopped accepting requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Ctrl-C (SIGINT).
+    Interrupted,
+    /// SIGTERM.
+    Terminated,
 }
 
 struct Job {
@@ -105,11 +116,18 @@ impl From<HostError> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub fn main(a: ServeArgs) -> anyhow::Result<()> {
-    let bundle = crate::open_bundle(&a.model)?;
+/// Serves `bundle` (described as `label` in messages) until a signal stops the server, then
+/// drains the requests in flight and says which signal it was. `on_listening` is called with
+/// the bound address before the first request is accepted.
+pub fn serve_bundle(
+    bundle: Bundle,
+    label: &str,
+    a: &ServeArgs,
+    on_listening: impl FnOnce(std::net::SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<Shutdown> {
     let device = a.device.device;
     let rt = open_runtime(device, bundle, a.device.timeout())
-        .with_context(|| format!("cannot load {} on the {device} device", a.model.display()))?;
+        .with_context(|| format!("cannot load {label} on the {device} device"))?;
     let name = a
         .name
         .clone()
@@ -146,43 +164,61 @@ pub fn main(a: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let (stop_tx, mut stop_rx) = oneshot::channel();
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
         tracing::info!(model = %app.name, device = %device, "serving on http://{addr}");
+        let stop = shutdown_signal();
+        on_listening(addr)?;
         println!("listening on http://{addr}");
         use std::io::Write;
         std::io::stdout().flush().ok();
         axum::serve(listener, router(app, a.max_body))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                let why = stop.await;
+                let _ = stop_tx.send(why);
+            })
             .await
             .context("server failed")
     })?;
+    let why = stop_rx.try_recv().unwrap_or(Shutdown::Terminated);
     tracing::info!("shutting down");
     let _ = worker.join();
-    Ok(())
+    Ok(why)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// Resolves with the first SIGINT or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled, so a signal sent as soon as the address is printed is
+/// not lost.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = Shutdown> + Send + 'static {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn recv(s: std::io::Result<Signal>) {
+        match s {
             Ok(mut s) => {
                 s.recv().await;
             }
             Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    }
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        tokio::select! {
+            _ = recv(int) => Shutdown::Interrupted,
+            _ = recv(term) => Shutdown::Terminated,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = Shutdown> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        Shutdown::Interrupted
     }
 }
 

@@ -1,0 +1,564 @@
+//! Lowering windowed layers — convolutions, fully-connected layers, pooling, residual adds — to
+//! NPU instructions, all through one mechanism.
+//!
+//! Every such layer computes, for each output pixel `(y, x)` and output lane block `nb`,
+//!
+//! ```text
+//! acc = mode( … mode(p₀, p₁) …, pₖ)     pᵢ = window(inputᵢ, lane blockᵢ)[y·s + kyᵢ·d, x·s + kxᵢ·d] · tileᵢ
+//! ```
+//!
+//! over a list of *sources* (input tensor, input lane block, weight tile, kernel offset). A
+//! convolution has one source per (input block, ky, kx); a dense layer is a 1×1 convolution
+//! over rows; max pooling has one source per kernel position with an identity tile and mode
+//! `Max`; average pooling the same with mode `Add`; a residual add two 1×1 sources with diagonal
+//! tiles that bring both inputs to a common scale. The vector unit then requantizes each
+//! accumulator row with per-channel bias, multiplier and shift.
+//!
+//! Activations live in DRAM as NHWC with channels padded to whole lane blocks, so the DMA feeds
+//! a window of any kernel, stride, dilation and padding straight from DRAM: one 2-D transfer per
+//! input lane block, zero-point padding at the image edges, no im2col.
+//!
+//! Work is cut into *steps* — (image, output tile, output block, source chunk) — and the load,
+//! compute and store modules pipeline over steps with double-buffered activation, weight and
+//! output buffers (see [`super::sync`] for the token mechanics).
+
+use sinter_isa::{
+    Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, Module, VecInsn, VecOp, Walk,
+};
+
+use super::memory::ActTensor;
+use super::sync::{Edge, Event, ProgramBuilder};
+use crate::error::{CompileError, Result};
+
+/// Accumulator rows reserved at the top of the buffer for bias, multiplier and shift.
+pub const PARAM_ROWS: u32 = 3;
+
+/// Kernel geometry shared by every input of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+}
+
+impl Geometry {
+    pub const POINTWISE: Geometry = Geometry {
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pads: [0; 4],
+    };
+}
+
+/// One term of the reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// Index into [`WindowLayer::inputs`].
+    pub input: usize,
+    /// Lane block of that input (lanes `block·rows ..`).
+    pub block: usize,
+    /// Weight tile (index into the layer's tiles in DRAM).
+    pub tile: usize,
+    pub ky: usize,
+    pub kx: usize,
+}
+
+/// An input tensor and the value its padding reads as.
+pub struct WindowInput<'a> {
+    pub tensor: &'a ActTensor,
+    pub pad_value: i8,
+}
+
+/// A windowed layer ready for lowering.
+pub struct WindowLayer<'a> {
+    pub name: &'a str,
+    pub inputs: Vec<WindowInput<'a>>,
+    pub output: &'a ActTensor,
+    pub geometry: Geometry,
+    /// For each output lane block, the sources that feed it, grouped so that the sources of one
+    /// (input, block) are consecutive.
+    pub sources: Vec<Vec<Source>>,
+    /// How the second and later sources combine (`Add` or `Max`); the first overwrites.
+    pub combine: GemmMode,
+    /// DRAM address of tile 0; tiles are `rows × cols` bytes each, consecutive.
+    pub tiles_addr: u32,
+    /// Per output block: bias, multiplier and shift rows.
+    pub params_addr: u32,
+    pub zero_point: i8,
+    pub clamp_lo: i8,
+    pub clamp_hi: i8,
+}
+
+/// Which buffer halves were last read by which compute event, and where the last stores stand;
+/// carried from layer to layer within a program.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    act_reader: [Option<Event>; 2],
+    wgt_reader: [Option<Event>; 2],
+    out_reader: [Option<Event>; 2],
+    act_turn: usize,
+    wgt_turn: usize,
+    out_turn: usize,
+    last_store: Option<Event>,
+}
+
+/// A rectangle of output pixels of one image.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    image: usize,
+    y0: usize,
+    x0: usize,
+    h: usize,
+    w: usize,
+}
+
+/// The input window a tile needs, in padded input coordinates.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// First input row/column (may be negative: padding).
+    iy0: isize,
+    ix0: isize,
+    h: usize,
+    w: usize,
+}
+
+impl Window {
+    fn of(g: &Geometry, t: &Tile) -> Window {
+        let span = |n: usize, s: usize, k: usize, d: usize| (n - 1) * s + (k - 1) * d + 1;
+        Window {
+            iy0: (t.y0 * g.stride[0]) as isize - g.pads[0] as isize,
+            ix0: (t.x0 * g.stride[1]) as isize - g.pads[1] as isize,
+            h: span(t.h, g.stride[0], g.kernel[0], g.dilation[0]),
+            w: span(t.w, g.stride[1], g.kernel[1], g.dilation[1]),
+        }
+    }
+    fn rows(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// Where a step's operands sit on chip.
+#[derive(Clone, Debug, Default)]
+struct Place {
+    /// First activation row of each (input, block) window.
+    windows: Vec<((usize, usize), usize)>,
+    act_half: usize,
+    wgt_half: usize,
+}
+
+struct Step {
+    tile: Tile,
+    nb: usize,
+    /// Range of `sources[nb]` this step accumulates.
+    src: std::ops::Range<usize>,
+    first: bool,
+    last: bool,
+    /// Whether this step loads activation windows (else it reuses the previous step's).
+    load_act: bool,
+}
+
+fn lower_err(layer: &str, message: impl Into<String>) -> CompileError {
+    CompileError::Lower {
+        layer: layer.to_string(),
+        message: message.into(),
+    }
+}
+
+fn u16_of(v: usize, what: &str, layer: &str) -> Result<u16> {
+    u16::try_from(v).map_err(|_| lower_err(layer, format!("{what} {v} exceeds a 16-bit field")))
+}
+
+fn u8_of(v: usize, what: &str, layer: &str) -> Result<u8> {
+    u8::try_from(v).map_err(|_| lower_err(layer, format!("{what} {v} exceeds an 8-bit field")))
+}
+
+/// The (input, block) groups of a source list, as index ranges.
+fn groups(sources: &[Source]) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if sources[r.start].input == s.input && sources[r.start].block == s.block => {
+                r.end = i + 1
+            }
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
+}
+
+/// Emits the instructions of one windowed layer.
+pub fn emit(
+    b: &mut ProgramBuilder,
+    cfg: &HwConfig,
+    pipe: &mut Pipeline,
+    layer: &WindowLayer,
+) -> Result<()> {
+    let name = layer.name;
+    let g = &layer.geometry;
+    let out = layer.output;
+    let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+    let act_half = cfg.act_depth as usize / 2;
+    let wgt_half = cfg.wgt_depth as usize / 2;
+    let out_half = cfg.out_depth as usize / 2;
+    let acc_rows = (cfg.acc_depth - PARAM_ROWS) as usize;
+    let param_row = u16_of((cfg.acc_depth - PARAM_ROWS) as usize, "param row", name)?;
+    if layer.sources.len() != out.lanes / cols {
+        return Err(lower_err(
+            name,
+            "one source list per output lane block is required",
+        ));
+    }
+
+    // Largest group of one (input, block): its kernel positions must fit half the weights.
+    let max_group = layer
+        .sources
+        .iter()
+        .flat_map(|s| groups(s))
+        .map(|r| r.len())
+        .max()
+        .unwrap_or(0);
+    if max_group == 0 {
+        return Err(lower_err(name, "the layer has no sources"));
+    }
+    if max_group > wgt_half {
+        return Err(lower_err(
+            name,
+            format!(
+                "{max_group} kernel positions exceed half the weight buffer ({wgt_half} tiles)"
+            ),
+        ));
+    }
+
+    // Output tile: as many whole rows as fit, else a strip of one row.
+    let fits = |h: usize, w: usize| {
+        let t = Tile {
+            image: 0,
+            y0: 0,
+            x0: 0,
+            h,
+            w,
+        };
+        h * w <= acc_rows.min(out_half) && Window::of(g, &t).rows() <= act_half
+    };
+    let (th, tw) = if fits(1, out.width) {
+        let mut h = 1;
+        while h < out.height && fits(h + 1, out.width) {
+            h += 1;
+        }
+        (h, out.width)
+    } else {
+        let mut w = out.width;
+        while w > 1 && !fits(1, w) {
+            w = w.div_ceil(2);
+        }
+        if !fits(1, w) {
+            return Err(lower_err(
+                name,
+                "one output pixel's window exceeds the activation buffer",
+            ));
+        }
+        (1, w)
+    };
+
+    // Steps.
+    let mut steps = Vec::new();
+    for image in 0..out.images {
+        for y0 in (0..out.height).step_by(th) {
+            for x0 in (0..out.width).step_by(tw) {
+                let tile = Tile {
+                    image,
+                    y0,
+                    x0,
+                    h: th.min(out.height - y0),
+                    w: tw.min(out.width - x0),
+                };
+                let win = Window::of(g, &tile).rows();
+                // Chunks of whole groups that fit both halves.
+                let chunks_of = |srcs: &[Source]| {
+                    let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
+                    let (mut tiles, mut windows) = (0, 0);
+                    for r in groups(srcs) {
+                        let fits_in =
+                            tiles + r.len() <= wgt_half && (windows + 1) * win <= act_half;
+                        match chunks.last_mut() {
+                            Some(c) if fits_in => {
+                                c.end = r.end;
+                                tiles += r.len();
+                                windows += 1;
+                            }
+                            _ => {
+                                chunks.push(r.clone());
+                                tiles = r.len();
+                                windows = 1;
+                            }
+                        }
+                    }
+                    chunks
+                };
+                let per_nb: Vec<_> = layer.sources.iter().map(|s| chunks_of(s)).collect();
+                // The windows stay on chip across output blocks when every block reads the same
+                // single chunk of windows.
+                let shared = per_nb.iter().all(|c| c.len() == 1)
+                    && layer.sources.iter().all(|s| {
+                        groups(s)
+                            .iter()
+                            .map(|r| (s[r.start].input, s[r.start].block))
+                            .eq(groups(&layer.sources[0]).iter().map(|r| {
+                                (
+                                    layer.sources[0][r.start].input,
+                                    layer.sources[0][r.start].block,
+                                )
+                            }))
+                    });
+                for (nb, chunks) in per_nb.into_iter().enumerate() {
+                    let n = chunks.len();
+                    for (ci, src) in chunks.into_iter().enumerate() {
+                        steps.push(Step {
+                            tile,
+                            nb,
+                            src,
+                            first: ci == 0,
+                            last: ci + 1 == n,
+                            load_act: !shared || nb == 0,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // The previous layer's stores reach DRAM before this layer loads.
+    if let Some(ev) = pipe.last_store.take() {
+        b.wait(Edge::STORE_TO_COMPUTE, ev);
+        b.flush_waits(Module::Compute);
+        let barrier = b.signal(Edge::COMPUTE_TO_LOAD);
+        b.wait(Edge::COMPUTE_TO_LOAD, barrier);
+    }
+
+    let mut places: Vec<Place> = Vec::with_capacity(steps.len());
+    let mut loaded: Vec<Event> = Vec::with_capacity(steps.len());
+
+    let tile_bytes = (rows * cols) as u32;
+    let emit_loads = |b: &mut ProgramBuilder,
+                      pipe: &mut Pipeline,
+                      places: &mut Vec<Place>,
+                      i: usize|
+     -> Result<Event> {
+        let s = &steps[i];
+        let mut place = Place::default();
+        let srcs = &layer.sources[s.nb][s.src.clone()];
+        let win = Window::of(g, &s.tile);
+        if s.load_act {
+            let h = pipe.act_turn % 2;
+            pipe.act_turn += 1;
+            if let Some(ev) = pipe.act_reader[h] {
+                b.wait(Edge::COMPUTE_TO_LOAD, ev);
+            }
+            let mut at = Vec::new();
+            for (k, r) in groups(srcs).into_iter().enumerate() {
+                let first = srcs[r.start];
+                let input = &layer.inputs[first.input];
+                let t = input.tensor;
+                let base = h * act_half + k * win.rows();
+                at.push(((first.input, first.block), base));
+                // Clip the window to the image; the rest is padding.
+                let top = (-win.iy0).max(0) as usize;
+                let left = (-win.ix0).max(0) as usize;
+                let y_end = (win.iy0 + win.h as isize).min(t.height as isize);
+                let x_end = (win.ix0 + win.w as isize).min(t.width as isize);
+                let ry0 = win.iy0.max(0) as usize;
+                let rx0 = win.ix0.max(0) as usize;
+                let y_size = (y_end - ry0 as isize).max(0) as usize;
+                let x_size = (x_end - rx0 as isize).max(0) as usize;
+                if y_size == 0 || x_size == 0 {
+                    return Err(lower_err(name, "a window lies entirely in the padding"));
+                }
+                let bottom = win.h - top - y_size;
+                let right = win.w - left - x_size;
+                b.emit(Instruction::Load(Dma {
+                    buffer: Buffer::Act,
+                    dram_base: t.pixel_addr(s.tile.image, ry0, rx0) + (first.block * rows) as u32,
+                    sram_base: u16_of(base, "act row", name)?,
+                    y_size: u16_of(y_size, "window rows", name)?,
+                    y_stride: t.row_bytes(),
+                    x_size: u16_of(x_size, "window columns", name)?,
+                    x_stride: t.pixel_bytes,
+                    pad_top: u8_of(top, "padding", name)?,
+                    pad_bottom: u8_of(bottom, "padding", name)?,
+                    pad_left: u8_of(left, "padding", name)?,
+                    pad_right: u8_of(right, "padding", name)?,
+                    pad_value: input.pad_value,
+                    ..Dma::default()
+                }));
+            }
+            place.windows = at;
+            place.act_half = h;
+        } else {
+            place.windows = places[i - 1].windows.clone();
+            place.act_half = places[i - 1].act_half;
+        }
+        let h = pipe.wgt_turn % 2;
+        pipe.wgt_turn += 1;
+        if let Some(ev) = pipe.wgt_reader[h] {
+            b.wait(Edge::COMPUTE_TO_LOAD, ev);
+        }
+        place.wgt_half = h;
+        // Runs of tiles that are consecutive (stride one tile) or repeated (stride zero).
+        let mut k = 0;
+        while k < srcs.len() {
+            let t0 = srcs[k].tile;
+            let step = srcs.get(k + 1).map(|n| n.tile as isize - t0 as isize);
+            let stride = match step {
+                Some(0) => 0,
+                _ => 1,
+            };
+            let mut n = 1;
+            while k + n < srcs.len()
+                && srcs[k + n].tile as isize == t0 as isize + (n as isize) * stride
+            {
+                n += 1;
+            }
+            b.emit(Instruction::Load(Dma {
+                buffer: Buffer::Wgt,
+                dram_base: layer.tiles_addr + t0 as u32 * tile_bytes,
+                sram_base: u16_of(h * wgt_half + k, "weight tile", name)?,
+                y_size: 1,
+                x_size: u16_of(n, "tiles", name)?,
+                x_stride: stride as u32 * tile_bytes,
+                ..Dma::default()
+            }));
+            k += n;
+        }
+        places.push(place);
+        Ok(b.signal(Edge::LOAD_TO_COMPUTE))
+    };
+
+    if !steps.is_empty() {
+        loaded.push(emit_loads(b, pipe, &mut places, 0)?);
+    }
+    for i in 0..steps.len() {
+        if i + 1 < steps.len() {
+            loaded.push(emit_loads(b, pipe, &mut places, i + 1)?);
+        }
+        let s = &steps[i];
+        let srcs = &layer.sources[s.nb][s.src.clone()];
+        let win = Window::of(g, &s.tile);
+        b.wait(Edge::LOAD_TO_COMPUTE, loaded[i]);
+        if s.first {
+            b.emit(Instruction::Load(Dma {
+                buffer: Buffer::Acc,
+                dram_base: layer.params_addr + (s.nb * PARAM_ROWS as usize * cols * 4) as u32,
+                sram_base: param_row,
+                y_size: 1,
+                x_size: PARAM_ROWS as u16,
+                x_stride: (cols * 4) as u32,
+                ..Dma::default()
+            }));
+        }
+        let (th, tw) = (
+            u16_of(s.tile.h, "tile rows", name)?,
+            u16_of(s.tile.w, "tile columns", name)?,
+        );
+        for (k, src) in srcs.iter().enumerate() {
+            let base = places[i]
+                .windows
+                .iter()
+                .find(|(key, _)| *key == (src.input, src.block))
+                .map(|(_, at)| *at)
+                .ok_or_else(|| lower_err(name, "a source's window was not loaded"))?;
+            let act_base = base + src.ky * g.dilation[0] * win.w + src.kx * g.dilation[1];
+            b.emit(Instruction::Gemm(Gemm {
+                mode: if s.first && k == 0 {
+                    GemmMode::Overwrite
+                } else {
+                    layer.combine
+                },
+                wgt: u16_of(places[i].wgt_half * wgt_half + k, "weight tile", name)?,
+                n_outer: th,
+                n_inner: tw,
+                acc: Walk {
+                    base: 0,
+                    stride_outer: tw,
+                    stride_inner: 1,
+                },
+                act: Walk {
+                    base: u16_of(act_base, "act row", name)?,
+                    stride_outer: u16_of(g.stride[0] * win.w, "row stride", name)?,
+                    stride_inner: u16_of(g.stride[1], "stride", name)?,
+                },
+                ..Gemm::default()
+            }));
+        }
+        let mut out_half_used = 0;
+        if s.last {
+            let h = pipe.out_turn % 2;
+            pipe.out_turn += 1;
+            out_half_used = h;
+            if let Some(ev) = pipe.out_reader[h] {
+                b.wait(Edge::STORE_TO_COMPUTE, ev);
+            }
+            b.emit(Instruction::Vec(VecInsn {
+                op: VecOp::Requant,
+                param: param_row,
+                n_outer: 1,
+                n_inner: th * tw,
+                src: Walk::contiguous(0),
+                dst: Walk::contiguous(u16_of(h * out_half, "out row", name)?),
+                zero_point: layer.zero_point,
+                clamp_lo: layer.clamp_lo,
+                clamp_hi: layer.clamp_hi,
+                ..VecInsn::default()
+            }));
+        }
+        let done = b.signal(Edge::COMPUTE_TO_LOAD);
+        pipe.act_reader[places[i].act_half] = Some(done);
+        pipe.wgt_reader[places[i].wgt_half] = Some(done);
+        if s.last {
+            let ev = b.signal(Edge::COMPUTE_TO_STORE);
+            b.wait(Edge::COMPUTE_TO_STORE, ev);
+            b.emit(Instruction::Store(Dma {
+                buffer: Buffer::Out,
+                dram_base: out.pixel_addr(s.tile.image, s.tile.y0, s.tile.x0)
+                    + (s.nb * cols) as u32,
+                sram_base: u16_of(out_half_used * out_half, "out row", name)?,
+                y_size: th,
+                y_stride: out.row_bytes(),
+                x_size: tw,
+                x_stride: out.pixel_bytes,
+                ..Dma::default()
+            }));
+            let stored = b.signal(Edge::STORE_TO_COMPUTE);
+            pipe.out_reader[out_half_used] = Some(stored);
+            pipe.last_store = Some(stored);
+        }
+    }
+    Ok(())
+}
+
+/// Packs one `rows × cols` tile from a function giving the weight of (input lane, output lane).
+pub fn pack_tile(cfg: &HwConfig, out: &mut Vec<u8>, w: impl Fn(usize, usize) -> i8) {
+    let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+    for r in 0..rows {
+        for c in 0..cols {
+            out.push(w(r, c) as u8);
+        }
+    }
+}
+
+/// Packs per-channel bias, multiplier and shift into `[n_block][3][cols]` int32 rows.
+pub fn pack_params(cfg: &HwConfig, bias: &[i32], mult: &[i32], shift: &[i32]) -> Vec<u8> {
+    let cols = cfg.cols as usize;
+    let nb = bias.len().div_ceil(cols).max(1);
+    let mut out = Vec::with_capacity(nb * 3 * cols * 4);
+    for j in 0..nb {
+        for lane in [bias, mult, shift] {
+            for c in 0..cols {
+                let v = lane.get(j * cols + c).copied().unwrap_or(0);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out
+}
