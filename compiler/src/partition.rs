@@ -89,6 +89,12 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     // Flattens of an image tensor read only by dense layers: the dense layer reads the image
     // bytes directly, with its weights permuted to the NHWC order.
     let mut flat: HashSet<String> = HashSet::new();
+    // Activations folded into the clamp of an NPU layer: producer node → (activation, tensor
+    // the activation outputs).
+    let mut fused: HashMap<String, (Activation, String)> = HashMap::new();
+    let base_of_now = |alias: &HashMap<String, String>, i: &String| -> String {
+        alias.get(i).cloned().unwrap_or_else(|| i.clone())
+    };
     let mut stages: Vec<StagePlan> = Vec::new();
     let mut produced_here: HashSet<String> = HashSet::new();
     let runtime_inputs = |node: &Node| -> Vec<String> {
@@ -130,6 +136,33 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 }
                 _ => Side::Cpu,
             },
+            Op::Relu | Op::Clip { .. }
+                if npu_stage
+                    && input.is_some_and(|i| {
+                        produced_here.contains(i)
+                            && graph.use_count(i) == 1
+                            && !graph_outputs_contains(graph, i)
+                            && graph.producer_node(i).is_some_and(|p| {
+                                matches!(
+                                    graph.nodes[p].op,
+                                    Op::Binary(crate::ir::BinaryOp::Add)
+                                        | Op::Pool2d { .. }
+                                        | Op::GlobalAvgPool
+                                )
+                            })
+                    }) =>
+            {
+                // Fused into the producer's requantization clamp.
+                let (i, o) = (&node.inputs[0], &node.outputs[0]);
+                let producer = &graph.nodes[graph.producer_node(i).unwrap()];
+                let act = match node.op {
+                    Op::Clip { min, max } => Activation::Clip { min, max },
+                    _ => Activation::Relu,
+                };
+                fused.insert(producer.name.clone(), (act, o.clone()));
+                alias.insert(o.clone(), base_of_now(&alias, i));
+                Side::Npu
+            }
             _ => {
                 let ins = runtime_inputs(node);
                 let shapes: Vec<Vec<usize>> =
@@ -190,7 +223,7 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     let mut tensors: HashMap<String, ActTensor> = HashMap::new();
     for stage in stages.iter().filter(|s| s.side == Side::Npu) {
         for node in &stage.nodes {
-            if is_reshape(&node.op) {
+            if is_reshape(&node.op) || node.outputs.first().is_some_and(|o| alias.contains_key(o)) {
                 continue;
             }
             let ins: Vec<String> = runtime_inputs(node).iter().map(|i| base_of(i)).collect();
@@ -211,7 +244,11 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                     kind: crate::ir::PoolKind::Max,
                     ..
                 } => q_in[0],
-                _ => calib.qparams(out)?,
+                _ => match fused.get(&node.name) {
+                    // The stored tensor holds the activation's output.
+                    Some((_, after)) => calib.qparams(after)?,
+                    None => calib.qparams(out)?,
+                },
             };
             qp.insert(out.clone(), q_out);
             let raw_input = &runtime_inputs(node)[0];
@@ -235,6 +272,15 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 tensors[out].lanes,
             )
             .map_err(|e| node_err(node, e.to_string()))?;
+            let mut plan = plan;
+            if let Some((act, _)) = fused.get(&node.name) {
+                let (lo, hi) = match *act {
+                    Activation::Clip { min, max } => (q_out.quantize(min), q_out.quantize(max)),
+                    _ => (q_out.quantize(0.0), i8::MAX),
+                };
+                plan.clamp_lo = plan.clamp_lo.max(lo);
+                plan.clamp_hi = plan.clamp_hi.min(hi);
+            }
             let tiles_addr = weights.append(&plan.tiles);
             let params_addr = weights.append(&plan.params);
             planned.insert(
