@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Class labels (.npy, one integer per row): prints the top-1 accuracy of the first output.
     #[arg(long, value_name = "LABELS.npy")]
     pub labels: Option<PathBuf>,
+    /// Run every layer as its own device run and print each layer's measured (rtl) or
+    /// predicted (func) cycles next to the compiler's prediction.
+    #[arg(long)]
+    pub layers: bool,
     #[command(flatten)]
     pub build: crate::resolve::RefArgs,
 }
@@ -103,6 +107,9 @@ struct Outcome {
     total_cycles: u64,
     total_mac: u64,
     util: f64,
+    /// Per layer with `--layers`: the compiler's entry and the measured statistics.
+    layers: Vec<(sinter_isa::bundle::LayerInfo, sinter_host::RunStats)>,
+    macs_per_cycle: u64,
 }
 
 pub fn main(a: RunArgs, ctx: &Ctx) -> anyhow::Result<()> {
@@ -272,7 +279,17 @@ fn execute(bundle: Bundle, a: &RunArgs, label: &str) -> anyhow::Result<Outcome> 
     let mut rt = open_runtime(device, bundle, a.device.timeout())
         .with_context(|| format!("cannot load {label} on the {device} device"))?;
     let source = rt.driver_ref().cycle_source();
+    rt.set_per_layer(a.layers);
     let inf = rt.infer(&inputs).context("inference failed")?;
+    let layers = rt
+        .bundle()
+        .manifest
+        .layers
+        .iter()
+        .cloned()
+        .zip(inf.layers.iter().copied())
+        .collect();
+    let macs_per_cycle = rt.bundle().config.macs_per_cycle();
 
     let mut written = Vec::new();
     if let Some(first) = &a.output {
@@ -313,7 +330,35 @@ fn execute(bundle: Bundle, a: &RunArgs, label: &str) -> anyhow::Result<Outcome> 
         total_cycles,
         total_mac,
         util,
+        layers,
+        macs_per_cycle,
     })
+}
+
+/// Per-layer rows: name, op, output shape, MACs, predicted and run cycles, array utilization
+/// (MACs over cycles × array size), for the request's total rows.
+fn layer_rows(o: &Outcome) -> Vec<serde_json::Value> {
+    let runs = o.inf.runs.len().max(1) as u64;
+    o.layers
+        .iter()
+        .map(|(l, st)| {
+            let macs = l.macs * runs;
+            let util = if st.cycles == 0 {
+                0.0
+            } else {
+                macs as f64 / (st.cycles as f64 * o.macs_per_cycle as f64)
+            };
+            serde_json::json!({
+                "name": l.name,
+                "op": l.op,
+                "output_shape": l.output_shape,
+                "macs": macs,
+                "predicted_cycles": l.predicted_cycles * runs,
+                "cycles": st.cycles,
+                "mac_utilization": util,
+            })
+        })
+        .collect()
 }
 
 fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
@@ -361,6 +406,7 @@ fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
             "total": { "cycles": o.total_cycles, "mac_active": o.total_mac, "utilization": o.util },
             "outputs": outputs,
             "top1_accuracy": accuracy,
+            "layers": layer_rows(o),
         });
         return ctx.print_json(&report);
     }
@@ -398,6 +444,30 @@ fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
         source,
         100.0 * o.util
     );
+    if !o.layers.is_empty() {
+        println!(
+            "  {:<4} {:<24} {:<14} {:>14} {:>14} {:>14} {:>8}",
+            "#",
+            "layer",
+            "op",
+            "MACs",
+            "pred. cycles",
+            format!("{source} cycles"),
+            "util"
+        );
+        for (i, r) in layer_rows(o).iter().enumerate() {
+            println!(
+                "  {:<4} {:<24} {:<14} {:>14} {:>14} {:>14} {:>7.1}%",
+                i,
+                r["name"].as_str().unwrap_or(""),
+                r["op"].as_str().unwrap_or(""),
+                r["macs"].as_u64().unwrap_or(0),
+                r["predicted_cycles"].as_u64().unwrap_or(0),
+                r["cycles"].as_u64().unwrap_or(0),
+                100.0 * r["mac_utilization"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
     if let Some(acc) = accuracy {
         println!("top-1 accuracy {acc:.2}% over {rows} rows");
     }

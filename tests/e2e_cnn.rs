@@ -141,3 +141,40 @@ fn cnn_and_resnet_rtl_matches_functional_model() {
         }
     }
 }
+
+/// Every layer's instructions form a program of their own: run layer by layer on the RTL, the
+/// network gives the same answer, the same MAC-active cycles, and about the same total cycles
+/// as in one run; each layer's measurement is reported against the compiler's prediction.
+#[test]
+fn layers_run_and_measure_one_by_one() {
+    let x = images("test_x.npy");
+    let b = bundle("resnet.onnx", HwConfig::SMALL, 2);
+    let sub = x.slice_axis(Axis(0), (0..2).into()).to_owned();
+    let inputs = HashMap::from([(b.io.model_inputs[0].name.clone(), tensor(&sub))]);
+    let mut rt = open_runtime(DeviceKind::Rtl, b.clone(), Duration::from_secs(300)).unwrap();
+    let whole = rt.infer(&inputs).unwrap();
+    assert!(whole.layers.is_empty());
+    rt.set_per_layer(true);
+    let split = rt.infer(&inputs).unwrap();
+    assert_eq!(whole.outputs[0].1.data, split.outputs[0].1.data);
+    assert_eq!(split.layers.len(), b.manifest.layers.len());
+    let mac = |r: &[sinter_host::RunStats]| r.iter().map(|s| s.mac_active).sum::<u64>();
+    assert_eq!(mac(&whole.runs), mac(&split.layers));
+    let cycles = |r: &[sinter_host::RunStats]| r.iter().map(|s| s.cycles).sum::<u64>() as f64;
+    let ratio = cycles(&split.layers) / cycles(&whole.runs);
+    assert!(
+        (0.9..1.2).contains(&ratio),
+        "layer-by-layer / whole cycles = {ratio}"
+    );
+    for (l, st) in b.manifest.layers.iter().zip(&split.layers) {
+        assert!(st.cycles > 0, "layer {} measured", l.name);
+        let err = (st.cycles as f64 - l.predicted_cycles as f64).abs() / st.cycles as f64;
+        eprintln!(
+            "{:>14}: predicted {:>7}, measured {:>7} (error {:.1}%)",
+            l.name,
+            l.predicted_cycles,
+            st.cycles,
+            100.0 * err
+        );
+    }
+}

@@ -31,6 +31,18 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// No run at all.
+    pub fn empty(cycle_source: CycleSource) -> RunStats {
+        RunStats {
+            cycles: 0,
+            mac_active: 0,
+            insns: 0,
+            utilization: 0.0,
+            cycle_source,
+            wall: Duration::ZERO,
+        }
+    }
+
     /// The statistics of two consecutive runs (NPU stages of one inference) together.
     pub fn merge(&self, next: &RunStats) -> RunStats {
         let cycles = self.cycles + next.cycles;

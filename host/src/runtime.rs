@@ -14,7 +14,6 @@ use sinter_compiler::cpu::CpuProgram;
 use sinter_isa::bundle::{Bundle, IoTensor, Stage, TensorSig};
 use sinter_isa::tensor::Tensor;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The result of one request.
 #[derive(Clone, Debug)]
@@ -23,6 +22,9 @@ pub struct Inference {
     pub outputs: Vec<(String, Tensor)>,
     /// One entry per device run.
     pub runs: Vec<RunStats>,
+    /// With [`Runtime::set_per_layer`]: the statistics of each compiled layer (in the order of
+    /// the bundle's layer table), summed over all runs of the request.
+    pub layers: Vec<RunStats>,
 }
 
 impl Inference {
@@ -67,6 +69,8 @@ pub struct Runtime<T: Transport> {
     bundle: Bundle,
     steps: Vec<Step>,
     batch: usize,
+    per_layer: bool,
+    layer_stats: Vec<Option<RunStats>>,
 }
 
 impl<T: Transport> Runtime<T> {
@@ -122,6 +126,8 @@ impl<T: Transport> Runtime<T> {
         }
         driver.load(&bundle)?;
         Ok(Runtime {
+            per_layer: false,
+            layer_stats: Vec::new(),
             steps,
             batch,
             driver,
@@ -141,6 +147,12 @@ impl<T: Transport> Runtime<T> {
     /// The driver, read-only.
     pub fn driver_ref(&self) -> &Driver<T> {
         &self.driver
+    }
+
+    /// Runs every layer as its own device run, so that each layer's cycles are measured (the
+    /// compiler makes every layer's instructions a self-contained program).
+    pub fn set_per_layer(&mut self, on: bool) {
+        self.per_layer = on;
     }
 
     /// Rows the device processes per run.
@@ -238,6 +250,7 @@ impl<T: Transport> Runtime<T> {
             })
             .collect();
         let mut runs = Vec::with_capacity(n.div_ceil(b));
+        self.layer_stats = vec![None; self.bundle.manifest.layers.len()];
         let mut start = 0;
         while start < n {
             let take = b.min(n - start);
@@ -275,7 +288,19 @@ impl<T: Transport> Runtime<T> {
             runs.push(stats);
             start += take;
         }
-        Ok(Inference { outputs, runs })
+        let layers = if self.per_layer {
+            std::mem::take(&mut self.layer_stats)
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| RunStats::empty(self.driver.cycle_source())))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Inference {
+            outputs,
+            runs,
+            layers,
+        })
     }
 
     /// One pass over the stages on exactly one compiled batch of model inputs.
@@ -323,7 +348,29 @@ impl<T: Transport> Runtime<T> {
                         }
                         self.driver.write(p.io.dram_base as u64, &region)?;
                     }
-                    let stats = self.driver.run_range(*start, *end)?;
+                    let stats = if self.per_layer {
+                        let mut sum: Option<RunStats> = None;
+                        for (li, l) in self.bundle.manifest.layers.iter().enumerate() {
+                            if l.insn_start < *start
+                                || l.insn_end > *end
+                                || l.insn_start == l.insn_end
+                            {
+                                continue;
+                            }
+                            let st = self.driver.run_range(l.insn_start, l.insn_end)?;
+                            self.layer_stats[li] = Some(match &self.layer_stats[li] {
+                                None => st,
+                                Some(prev) => prev.merge(&st),
+                            });
+                            sum = Some(match sum {
+                                None => st,
+                                Some(t) => t.merge(&st),
+                            });
+                        }
+                        sum.unwrap_or_else(|| RunStats::empty(self.driver.cycle_source()))
+                    } else {
+                        self.driver.run_range(*start, *end)?
+                    };
                     total = Some(match total {
                         None => stats,
                         Some(t) => t.merge(&stats),
@@ -344,14 +391,7 @@ impl<T: Transport> Runtime<T> {
                 }
             }
         }
-        let stats = total.unwrap_or(RunStats {
-            cycles: 0,
-            mac_active: 0,
-            insns: 0,
-            utilization: 0.0,
-            cycle_source: self.driver.cycle_source(),
-            wall: Duration::ZERO,
-        });
+        let stats = total.unwrap_or_else(|| RunStats::empty(self.driver.cycle_source()));
         let out = values
             .into_iter()
             .map(|(k, a)| {

@@ -22,9 +22,7 @@
 //! compute and store modules pipeline over steps with double-buffered activation, weight and
 //! output buffers (see [`super::sync`] for the token mechanics).
 
-use sinter_isa::{
-    Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, Module, VecInsn, VecOp, Walk,
-};
+use sinter_isa::{Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, VecInsn, VecOp, Walk};
 
 use super::memory::ActTensor;
 use super::sync::{Edge, Event, ProgramBuilder};
@@ -91,8 +89,7 @@ pub struct WindowLayer<'a> {
     pub clamp_hi: i8,
 }
 
-/// Which buffer halves were last read by which compute event, and where the last stores stand;
-/// carried from layer to layer within a program.
+/// Which buffer halves were last read by which compute event, within one layer.
 #[derive(Debug, Default)]
 pub struct Pipeline {
     act_reader: [Option<Event>; 2],
@@ -101,7 +98,6 @@ pub struct Pipeline {
     act_turn: usize,
     wgt_turn: usize,
     out_turn: usize,
-    last_store: Option<Event>,
 }
 
 /// A rectangle of output pixels of one image.
@@ -329,13 +325,9 @@ pub fn emit(
         }
     }
 
-    // The previous layer's stores reach DRAM before this layer loads.
-    if let Some(ev) = pipe.last_store.take() {
-        b.wait(Edge::STORE_TO_COMPUTE, ev);
-        b.flush_waits(Module::Compute);
-        let barrier = b.signal(Edge::COMPUTE_TO_LOAD);
-        b.wait(Edge::COMPUTE_TO_LOAD, barrier);
-    }
+    // Every layer starts from drained tokens (see the end of this function).
+    debug_assert!(b.is_drained());
+    *pipe = Pipeline::default();
 
     let mut places: Vec<Place> = Vec::with_capacity(steps.len());
     let mut loaded: Vec<Event> = Vec::with_capacity(steps.len());
@@ -531,9 +523,11 @@ pub fn emit(
             }));
             let stored = b.signal(Edge::STORE_TO_COMPUTE);
             pipe.out_reader[out_half_used] = Some(stored);
-            pipe.last_store = Some(stored);
         }
     }
+    // A full barrier: the next layer reads what this one stored, and each layer's instructions
+    // form a program of their own that can run (and be measured) alone.
+    b.drain();
     Ok(())
 }
 

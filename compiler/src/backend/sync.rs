@@ -180,6 +180,33 @@ impl ProgramBuilder {
         }
     }
 
+    /// Makes every module consume every token pushed to it so far: afterwards all token counts
+    /// are zero and no module starts what follows before every module has finished what came
+    /// before. The program from here on runs the same whether or not what came before ran in
+    /// the same start (layers can be run and measured one by one).
+    pub fn drain(&mut self) {
+        for edge in [
+            Edge::LOAD_TO_COMPUTE,
+            Edge::STORE_TO_COMPUTE,
+            Edge::COMPUTE_TO_LOAD,
+            Edge::COMPUTE_TO_STORE,
+        ] {
+            let e = edge.index();
+            if self.pushed[e] > 0 {
+                self.wait(edge, self.pushed[e] - 1);
+            }
+        }
+        // Compute first: its pops wait for the last loads and stores.
+        for m in [Module::Compute, Module::Load, Module::Store] {
+            self.flush_waits(m);
+        }
+    }
+
+    /// Whether every token pushed has been popped.
+    pub fn is_drained(&self) -> bool {
+        self.pushed == self.popped && self.pending.iter().all(|p| *p == 0)
+    }
+
     pub fn finish(self) -> Vec<Instruction> {
         debug_assert!(self.pending.iter().all(|p| *p == 0), "unflushed waits");
         self.program
