@@ -44,4 +44,11 @@ if [ "${SINTER_NEED_PYTHON:-0}" = 1 ]; then
       exit 1
     }
   fi
+  if ! python3 -c "import tritonclient.http" >/dev/null 2>&1; then
+    echo "installing Python package tritonclient[http] ..." >&2
+    python3 -m pip install -q "tritonclient[http]" >&2 || {
+      echo "error: could not install tritonclient: run python3 -m pip install 'tritonclient[http]'" >&2
+      exit 1
+    }
+  fi
 fi

@@ -1,8 +1,10 @@
 //! `sinter`: compile ONNX models for the Sinter NPU, run them on a simulated device and serve them.
 
+mod bench_serve;
 mod compile;
 mod ctx;
 mod interrupt;
+mod keys_cmd;
 mod maint;
 mod models_cmd;
 mod npy;
@@ -56,6 +58,12 @@ enum Command {
     /// Serve a bundle or a registered model over HTTP (Open Inference Protocol v2 and POST
     /// /score).
     Serve(serve::ServeArgs),
+    /// Show or regenerate the primary and secondary keys of `serve --auth on`.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCmd),
+    /// Load-test a running server (Open Inference Protocol v2) and report throughput and
+    /// latency percentiles per concurrency, like perf_analyzer.
+    BenchServe(bench_serve::BenchServeArgs),
     /// List and inspect recorded runs.
     #[command(subcommand)]
     Runs(runs_cmd::RunsCmd),
@@ -128,7 +136,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let ctx = ctx::Ctx::new(cli.workspace.as_deref(), cli.json);
     // The server handles its own signals (graceful shutdown); every other command ends its
     // recorded runs as killed on Ctrl-C.
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::BenchServe(_)) {
         interrupt::install();
     }
     match cli.command {
@@ -136,7 +144,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Model(c) => models_cmd::main(c, &ctx),
         Command::Compile(a) => compile::main(a, &ctx),
         Command::Run(a) => run::main(a, &ctx),
-        Command::Serve(a) => serving::main(a, &ctx),
+        Command::Serve(mut a) => {
+            a.workspace_dir = Some(ctx.dir.clone());
+            serving::main(a, &ctx)
+        }
+        Command::Keys(c) => keys_cmd::main(c, &ctx),
+        Command::BenchServe(a) => bench_serve::main(a, &ctx),
         Command::Runs(c) => runs_cmd::runs(c, &ctx),
         Command::Deployments(c) => runs_cmd::deployments(c, &ctx),
         Command::Workspace(c) => maint::main(c, &ctx),

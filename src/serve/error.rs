@@ -36,6 +36,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.0
     }
+    pub fn message(&self) -> &str {
+        &self.1
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -65,6 +68,12 @@ impl From<BytesRejection> for ApiError {
 
 impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&HostError> for ApiError {
+    fn from(e: &HostError) -> Self {
         let status = if e.is_invalid_input() {
             StatusCode::BAD_REQUEST
         } else if matches!(e, HostError::DeviceHung { .. }) {

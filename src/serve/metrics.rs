@@ -273,7 +273,9 @@ mod tests {
         let text = prometheus(&[("digits", "1", &m)]);
         assert!(text.contains("nv_inference_count{model=\"digits\",version=\"1\"} 3"));
         assert!(text.contains("nv_inference_exec_count{model=\"digits\",version=\"1\"} 1"));
-        assert!(text.contains("nv_inference_request_duration_us{model=\"digits\",version=\"1\"} 1500"));
+        assert!(
+            text.contains("nv_inference_request_duration_us{model=\"digits\",version=\"1\"} 1500")
+        );
         assert!(text.contains("# TYPE sinter_npu_utilization gauge"));
         let s = m.stats_json("digits", "1");
         assert_eq!(s["inference_stats"]["success"]["count"], 1);
