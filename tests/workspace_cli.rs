@@ -265,7 +265,21 @@ fn registry_compile_reuse_run_and_run_queries() {
     let rows = r["rows"].as_u64().unwrap();
     assert_eq!(show["last_metrics"]["rows"]["value"], rows as f64);
 
-    let metrics = json(&dir, &["runs", "metrics", &id[..8], "--key", "cycles"]);
+    // A shortened id: the shortest prefix no other run shares (runs started within the same
+    // millisecond share their time-ordered head).
+    let all = json(&dir, &["runs", "list", "--limit", "1000"]);
+    let others: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .filter(|o| *o != id)
+        .collect();
+    let short = (4..=id.len())
+        .map(|n| &id[..n])
+        .find(|p| others.iter().all(|o| !o.starts_with(p)))
+        .unwrap();
+    let metrics = json(&dir, &["runs", "metrics", short, "--key", "cycles"]);
     let cycles = metrics["cycles"].as_array().unwrap();
     assert_eq!(cycles.len(), r["runs"].as_array().unwrap().len());
     assert_eq!(cycles.last().unwrap()["step"], cycles.len() as i64 - 1);
