@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Makes sure the tools Sinter builds and tests with are installed: Rust (cargo), a C++ compiler,
-# Verilator (the RTL simulator, needed to build the `sinter-sim` crate), Yosys (synthesis
-# check, SINTER_NEED_YOSYS=1) and the Python packages the tests compare against
-# (SINTER_NEED_PYTHON=1). Installs the missing Debian packages with apt-get when run as root (or with sudo);
-# otherwise says exactly what is missing and stops.
+# Verilator and zlib's headers (the RTL simulator and its waveform writer, needed to build the
+# `sinter-sim` crate), Yosys (synthesis check, SINTER_NEED_YOSYS=1) and the Python packages the
+# tests compare against (SINTER_NEED_PYTHON=1). Installs the missing Debian packages with apt-get
+# when run as root (or with sudo); otherwise says exactly what is missing and stops.
 set -euo pipefail
 
 missing=()
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v verilator >/dev/null 2>&1 || missing+=(verilator)
+# The RTL models are built with FST waveform tracing, whose writer compresses with zlib.
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 if [ "${SINTER_NEED_YOSYS:-0}" = 1 ]; then
   command -v yosys >/dev/null 2>&1 || missing+=(yosys)
 fi

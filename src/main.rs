@@ -1,5 +1,6 @@
 //! `sinter`: compile ONNX models for the Sinter NPU, run them on a simulated device and serve them.
 
+mod bench;
 mod bench_serve;
 mod compile;
 mod ctx;
@@ -55,6 +56,9 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Run a bundle or a registered model on a batch of inputs from a .npy file.
     Run(run::RunArgs),
+    /// Benchmark a bundle on a device: per-layer cycles next to the compiler's prediction, MAC
+    /// utilization, simulated cycles per second and inferences per second.
+    Bench(bench::BenchArgs),
     /// Serve a bundle or a registered model over HTTP (Open Inference Protocol v2 and POST
     /// /score).
     Serve(serve::ServeArgs),
@@ -144,6 +148,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Model(c) => models_cmd::main(c, &ctx),
         Command::Compile(a) => compile::main(a, &ctx),
         Command::Run(a) => run::main(a, &ctx),
+        Command::Bench(a) => bench::main(a, &ctx),
         Command::Serve(mut a) => {
             a.workspace_dir = Some(ctx.dir.clone());
             serving::main(a, &ctx)

@@ -7,7 +7,7 @@ use crate::resolve::{BuildOptions, Target};
 use crate::workspace::{LogLevel, RunHandle, RunInputs, RunKind, Workspace};
 use anyhow::Context;
 use ndarray::ArrayD;
-use sinter_host::{open_runtime, Inference, Tensor};
+use sinter_host::{open_runtime_traced, Inference, Tensor};
 use sinter_isa::bundle::Bundle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,8 +34,54 @@ pub struct RunArgs {
     /// predicted (func) cycles next to the compiler's prediction.
     #[arg(long)]
     pub layers: bool,
+    /// Write an FST waveform of the whole run to FILE (`--device rtl` only; open it with
+    /// GTKWave). Every clock cycle is two time steps, clock low then high.
+    #[arg(long, value_name = "FILE.fst")]
+    pub trace: Option<PathBuf>,
     #[command(flatten)]
     pub build: crate::resolve::RefArgs,
+}
+
+/// Fails unless a waveform can be written on `device`: only the RTL has signals.
+pub fn check_trace(trace: Option<&Path>, device: sinter_host::DeviceKind) -> anyhow::Result<()> {
+    if trace.is_some() && device != sinter_host::DeviceKind::Rtl {
+        anyhow::bail!(
+            "--trace needs --device rtl: the {device} device has no signals to record in a waveform"
+        );
+    }
+    Ok(())
+}
+
+/// Reads `--input` arguments (`FILE`, or `NAME=FILE` for models with several inputs) against
+/// the model's input signatures.
+pub fn read_inputs(
+    specs: &[String],
+    sigs: &[sinter_isa::bundle::TensorSig],
+) -> anyhow::Result<HashMap<String, Tensor>> {
+    let mut inputs = HashMap::new();
+    for spec in specs {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) => (n.to_string(), PathBuf::from(p)),
+            None => {
+                anyhow::ensure!(
+                    sigs.len() == 1,
+                    "the model has {} inputs ({}); name each as --input NAME=FILE",
+                    sigs.len(),
+                    sigs.iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                (sigs[0].name.clone(), PathBuf::from(spec))
+            }
+        };
+        let arr = crate::npy::read_f32(&path)?;
+        anyhow::ensure!(
+            inputs.insert(name.clone(), to_tensor(arr)).is_none(),
+            "input '{name}' given twice"
+        );
+    }
+    Ok(inputs)
 }
 
 /// Top-1 accuracy (percent) of `scores` (rows of classes, batch first) against `labels`.
@@ -110,9 +156,12 @@ struct Outcome {
     /// Per layer with `--layers`: the compiler's entry and the measured statistics.
     layers: Vec<(sinter_isa::bundle::LayerInfo, sinter_host::RunStats)>,
     macs_per_cycle: u64,
+    /// The waveform written with `--trace`.
+    trace: Option<PathBuf>,
 }
 
 pub fn main(a: RunArgs, ctx: &Ctx) -> anyhow::Result<()> {
+    check_trace(a.trace.as_deref(), a.device.device)?;
     let (bundle, ws, mut inputs, bundle_artifact, label) = match Target::parse(&a.model)? {
         Target::File(path) => {
             let bundle = crate::open_bundle(&path)?;
@@ -208,6 +257,9 @@ fn start(
     if let Some(l) = &a.labels {
         params.push(("labels", l.display().to_string()));
     }
+    if let Some(t) = &a.trace {
+        params.push(("trace", t.display().to_string()));
+    }
     let run = ws.start_run(RunKind::Run, params, inputs)?;
     match bundle {
         BundleArtifact::File(p) => {
@@ -251,32 +303,9 @@ fn record(run: &RunHandle, o: &Outcome) -> anyhow::Result<()> {
 }
 
 fn execute(bundle: Bundle, a: &RunArgs, label: &str) -> anyhow::Result<Outcome> {
-    let sigs = bundle.io.model_inputs.clone();
-    let mut inputs = HashMap::new();
-    for spec in &a.input {
-        let (name, path) = match spec.split_once('=') {
-            Some((n, p)) => (n.to_string(), PathBuf::from(p)),
-            None => {
-                anyhow::ensure!(
-                    sigs.len() == 1,
-                    "the model has {} inputs ({}); name each as --input NAME=FILE",
-                    sigs.len(),
-                    sigs.iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                (sigs[0].name.clone(), PathBuf::from(spec))
-            }
-        };
-        let arr = crate::npy::read_f32(&path)?;
-        anyhow::ensure!(
-            inputs.insert(name.clone(), to_tensor(arr)).is_none(),
-            "input '{name}' given twice"
-        );
-    }
+    let inputs = read_inputs(&a.input, &bundle.io.model_inputs)?;
     let device = a.device.device;
-    let mut rt = open_runtime(device, bundle, a.device.timeout())
+    let mut rt = open_runtime_traced(device, bundle, a.device.timeout(), a.trace.as_deref())
         .with_context(|| format!("cannot load {label} on the {device} device"))?;
     let source = rt.driver_ref().cycle_source();
     rt.set_per_layer(a.layers);
@@ -332,6 +361,7 @@ fn execute(bundle: Bundle, a: &RunArgs, label: &str) -> anyhow::Result<Outcome> 
         util,
         layers,
         macs_per_cycle,
+        trace: a.trace.clone(),
     })
 }
 
@@ -407,6 +437,7 @@ fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
             "outputs": outputs,
             "top1_accuracy": accuracy,
             "layers": layer_rows(o),
+            "trace": o.trace.as_ref().map(|p| p.display().to_string()),
         });
         return ctx.print_json(&report);
     }
@@ -470,6 +501,9 @@ fn print(o: &Outcome, ctx: &Ctx) -> anyhow::Result<()> {
     }
     if let Some(acc) = accuracy {
         println!("top-1 accuracy {acc:.2}% over {rows} rows");
+    }
+    if let Some(t) = &o.trace {
+        println!("wrote waveform to {}", t.display());
     }
     if written.is_empty() && accuracy.is_none() {
         for (name, t) in &inf.outputs {

@@ -17,7 +17,9 @@ use sinter_isa::{Instruction, INSN_BYTES};
 
 use crate::backend::conv::{self, Pipeline, WindowInput, WindowLayer};
 use crate::backend::layers;
-use crate::backend::memory::{align_up, ActTensor, Arena, WeightsImage, REGION_ALIGN};
+use crate::backend::memory::{
+    align_up, channels_of, ActTensor, Arena, Layout, WeightsImage, REGION_ALIGN,
+};
 use crate::backend::sync::ProgramBuilder;
 use crate::compile::CompileOptions;
 use crate::cpu::CpuProgram;
@@ -170,7 +172,11 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 let refs: Vec<&[usize]> = shapes.iter().map(|s| s.as_slice()).collect();
                 // A flattened view may only feed dense layers.
                 let reads_flat = ins.iter().any(|i| flat.contains(i));
+                // A Concat with a constant part would need that part in DRAM: CPU.
+                let all_runtime =
+                    ins.len() == node.inputs.len() || !matches!(node.op, Op::Concat { .. });
                 if layers::npu_supports(cfg, node, &refs)
+                    && all_runtime
                     && (!reads_flat || matches!(node.op, Op::Dense { .. }))
                 {
                     Side::Npu
@@ -209,99 +215,195 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
             .collect()
     };
 
-    // 2. Place the NPU tensors and plan every NPU layer: quantize, cut weight tiles.
-    let mut weights = WeightsImage::default();
-    let mut qp: HashMap<String, QParams> = HashMap::new();
-    struct Planned {
-        plan: layers::LayerPlan,
-        tiles_addr: u32,
-        params_addr: u32,
+    // 2. Layouts. Every NPU tensor gets a channel→lane layout: convolutions and dense layers
+    //    write their channels in order, lane-wise operators keep their input's, and a Concat
+    //    lays its inputs' lanes side by side. An input of a Concat made by a layer of the same
+    //    stage becomes a view into the Concat's tensor (`placed`), so its producer writes
+    //    straight into its slice; any other input is copied into its slice (`copies`).
+    let planned_node = |node: &Node| {
+        !is_reshape(&node.op) && !node.outputs.first().is_some_and(|o| alias.contains_key(o))
+    };
+    let mut layouts: HashMap<String, Layout> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut placed: HashMap<String, (String, usize)> = HashMap::new();
+    let mut copies: HashMap<&str, Vec<(usize, String)>> = HashMap::new();
+    // Roots whose parameters must have zero point 0 (inputs of LeakyRelu).
+    let mut symmetric: HashSet<String> = HashSet::new();
+    for stage in stages.iter().filter(|s| s.side == Side::Npu) {
+        let mut made: HashSet<String> = HashSet::new();
+        for node in stage.nodes.iter().filter(|n| planned_node(n)) {
+            let ins: Vec<String> = runtime_inputs(node).iter().map(|i| base_of(i)).collect();
+            for i in &ins {
+                if !layouts.contains_key(i) {
+                    layouts.insert(i.clone(), Layout::dense(cfg, channels_of(&shape(i)?)));
+                    order.push(i.clone());
+                }
+            }
+            let out = node.outputs[0].clone();
+            let layout = match &node.op {
+                Op::Conv2d { .. } | Op::Dense { .. } => {
+                    Layout::dense(cfg, channels_of(&shape(&out)?))
+                }
+                Op::Concat { .. } => {
+                    let mut offset = 0;
+                    for (k, i) in ins.iter().enumerate() {
+                        let once = ins.iter().filter(|j| *j == i).count() == 1;
+                        if made.contains(i) && once && !placed.contains_key(i) {
+                            placed.insert(i.clone(), (out.clone(), offset));
+                        } else {
+                            copies.entry(&node.name).or_default().push((k, i.clone()));
+                        }
+                        offset += layouts[i].lanes;
+                    }
+                    Layout::concat(ins.iter().map(|i| &layouts[i]))
+                }
+                _ => layouts[&ins[0]].clone(),
+            };
+            if let Op::LeakyRelu { .. } = node.op {
+                symmetric.insert(ins[0].clone());
+            }
+            layouts.insert(out.clone(), layout);
+            order.push(out.clone());
+            made.insert(out);
+        }
     }
-    let mut planned: HashMap<&str, Planned> = HashMap::new();
-    // Shapes first (addresses are assigned after the weights are known).
+    let root_of = |name: &str| -> String {
+        let mut r = name.to_string();
+        while let Some((parent, _)) = placed.get(&r) {
+            r = parent.clone();
+        }
+        r
+    };
+    // A symmetric view makes its whole concatenation symmetric.
+    let symmetric: HashSet<String> = symmetric.iter().map(|n| root_of(n)).collect();
+
+    // 3. Addresses: roots from the arena, views inside their parents (parents come later in
+    //    `order`, so walk it backwards).
     let mut arena = Arena::new(0);
     let mut tensors: HashMap<String, ActTensor> = HashMap::new();
-    for stage in stages.iter().filter(|s| s.side == Side::Npu) {
-        for node in &stage.nodes {
-            if is_reshape(&node.op) || node.outputs.first().is_some_and(|o| alias.contains_key(o)) {
-                continue;
+    for name in order.iter().rev() {
+        let t = match placed.get(name) {
+            Some((parent, offset)) => {
+                tensors[parent].view(name, &shape(name)?, *offset, &layouts[name])
             }
-            let ins: Vec<String> = runtime_inputs(node).iter().map(|i| base_of(i)).collect();
-            for name in ins.iter().chain(node.outputs.iter().take(1)) {
-                if !tensors.contains_key(name) {
-                    let t = arena.alloc(cfg, name, &shape(name)?);
-                    tensors.insert(name.clone(), t);
-                }
-                if !qp.contains_key(name) && ins.contains(name) {
-                    qp.insert(name.clone(), calib.qparams(name)?);
-                }
-            }
-            let q_in: Vec<QParams> = ins.iter().map(|i| qp[i]).collect();
-            let out = &node.outputs[0];
-            let q_out = match &node.op {
-                // Max pooling keeps its input's parameters exactly.
+            None => arena.alloc(name, &shape(name)?, &layouts[name]),
+        };
+        tensors.insert(name.clone(), t);
+    }
+
+    // 4. Quantization parameters: a view shares its root's; max pooling keeps its input's
+    //    (unless the tensor must be symmetric); a fused activation's output is what is stored.
+    let producer_of: HashMap<&str, &Node> = stages
+        .iter()
+        .filter(|s| s.side == Side::Npu)
+        .flat_map(|s| s.nodes.iter())
+        .filter_map(|n| n.outputs.first().map(|o| (o.as_str(), *n)))
+        .collect();
+    // Parameters from the calibration range of `range_of` for tensor `name`.
+    let calib_q = |name: &str, range_of: &str| -> Result<QParams> {
+        if symmetric.contains(name) {
+            calib.symmetric_qparams(range_of)
+        } else {
+            calib.qparams(range_of)
+        }
+    };
+    let mut qp: HashMap<String, QParams> = HashMap::new();
+    for name in &order {
+        let root = root_of(name);
+        let producer = producer_of.get(name.as_str());
+        let q = if root != *name {
+            calib_q(&root, &root)?
+        } else if let Some(p) = producer.filter(|p| {
+            matches!(
+                p.op,
                 Op::Pool2d {
                     kind: crate::ir::PoolKind::Max,
                     ..
-                } => q_in[0],
-                _ => match fused.get(&node.name) {
-                    // The stored tensor holds the activation's output.
-                    Some((_, after)) => calib.qparams(after)?,
-                    None => calib.qparams(out)?,
-                },
-            };
-            qp.insert(out.clone(), q_out);
-            let raw_input = &runtime_inputs(node)[0];
-            let flat_of = flat.contains(raw_input).then(|| tensors[&ins[0]].clone());
-            let views: Vec<ActTensor> = ins
+                }
+            ) && !symmetric.contains(name)
+        }) {
+            qp[&base_of(&p.inputs[0])]
+        } else if let Some((_, after)) = producer.and_then(|p| fused.get(&p.name)) {
+            calib_q(name, after)?
+        } else {
+            calib_q(name, name)?
+        };
+        qp.insert(name.clone(), q);
+    }
+
+    // 5. Plan every NPU layer: quantize, cut weight tiles.
+    let mut weights = WeightsImage::default();
+    let mut planned: HashMap<&str, Vec<Part>> = HashMap::new();
+    for stage in stages.iter().filter(|s| s.side == Side::Npu) {
+        for node in stage.nodes.iter().filter(|n| planned_node(n)) {
+            let raw = runtime_inputs(node);
+            let ins: Vec<String> = raw.iter().map(|i| base_of(i)).collect();
+            let views: Vec<ActTensor> = raw
                 .iter()
-                .enumerate()
-                .map(|(k, i)| match (&flat_of, k) {
-                    (Some(t), 0) => t.flattened(),
-                    _ => tensors[i].clone(),
+                .zip(&ins)
+                .map(|(r, i)| {
+                    if flat.contains(r) {
+                        tensors[i].flattened()
+                    } else {
+                        tensors[i].clone()
+                    }
                 })
                 .collect();
-            let view_refs: Vec<&ActTensor> = views.iter().collect();
-            let plan = layers::plan(
-                cfg,
-                node,
-                &view_refs,
-                flat_of.as_ref(),
-                &q_in,
-                q_out,
-                tensors[out].lanes,
-            )
-            .map_err(|e| node_err(node, e.to_string()))?;
-            let mut plan = plan;
-            if let Some((act, _)) = fused.get(&node.name) {
-                let (lo, hi) = match *act {
-                    Activation::Clip { min, max } => (q_out.quantize(min), q_out.quantize(max)),
-                    _ => (q_out.quantize(0.0), i8::MAX),
-                };
-                plan.clamp_lo = plan.clamp_lo.max(lo);
-                plan.clamp_hi = plan.clamp_hi.min(hi);
+            let out = &node.outputs[0];
+            let output = &tensors[out];
+            let q_in: Vec<QParams> = ins.iter().map(|i| qp[i]).collect();
+            let q_out = qp[out];
+            let mut parts = Vec::new();
+            if let Op::Concat { .. } = node.op {
+                for (k, i) in copies.get(node.name.as_str()).into_iter().flatten() {
+                    let offset: usize = ins[..*k].iter().map(|j| layouts[j].lanes).sum();
+                    let slot = output.view(i, &shape(i)?, offset, &layouts[i]);
+                    let plan = layers::copy_plan(
+                        cfg,
+                        &node.name,
+                        slot.lanes,
+                        qp[i],
+                        q_out,
+                        (i8::MIN, i8::MAX),
+                    )
+                    .map_err(|e| node_err(node, e.to_string()))?;
+                    parts.push(Part::new(&mut weights, plan, vec![views[*k].clone()], slot));
+                }
+            } else {
+                let refs: Vec<&ActTensor> = views.iter().collect();
+                let plans = layers::plans(cfg, node, &refs, &q_in, q_out, output)
+                    .map_err(|e| node_err(node, e.to_string()))?;
+                for mut plan in plans {
+                    if let Some((act, _)) = fused.get(&node.name) {
+                        let (lo, hi) = match *act {
+                            Activation::Clip { min, max } => {
+                                (q_out.quantize(min), q_out.quantize(max))
+                            }
+                            _ => (q_out.quantize(0.0), i8::MAX),
+                        };
+                        plan.clamp_lo = plan.clamp_lo.max(lo);
+                        plan.clamp_hi = plan.clamp_hi.min(hi);
+                    }
+                    parts.push(Part::new(&mut weights, plan, views.clone(), output.clone()));
+                }
             }
-            let tiles_addr = weights.append(&plan.tiles);
-            let params_addr = weights.append(&plan.params);
-            planned.insert(
-                node.name.as_str(),
-                Planned {
-                    plan,
-                    tiles_addr,
-                    params_addr,
-                },
-            );
+            planned.insert(node.name.as_str(), parts);
         }
     }
 
-    // 3. The activation arena follows the weights.
+    // 6. The activation arena follows the weights.
     let arena_base = align_up(weights.end(), 4096);
     for t in tensors.values_mut() {
         t.addr += arena_base;
     }
+    for part in planned.values_mut().flatten() {
+        for t in part.inputs.iter_mut().chain([&mut part.output]) {
+            t.addr += arena_base;
+        }
+    }
     let arena_bytes = arena.bytes();
 
-    // 4. Lower: NPU stages to program slices, CPU stages to serialized programs.
+    // 7. Lower: NPU stages to program slices, CPU stages to serialized programs.
     let mut program: Vec<Instruction> = Vec::new();
     let mut cpu_bytes: Vec<u8> = Vec::new();
     let mut io_stages = Vec::new();
@@ -362,44 +464,38 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 let mut pipe = Pipeline::default();
                 let mut ranges = Vec::new();
                 for node in &stage.nodes {
-                    let Some(p) = planned.get(node.name.as_str()) else {
-                        continue; // a rename
+                    // Renames and Concats written in place have no instructions.
+                    let Some(parts) = planned.get(node.name.as_str()).filter(|p| !p.is_empty())
+                    else {
+                        continue;
                     };
-                    let raw = runtime_inputs(node);
-                    let views: Vec<ActTensor> = raw
-                        .iter()
-                        .map(|i| {
-                            let t = &tensors[&base_of(i)];
-                            if flat.contains(i) {
-                                t.flattened()
-                            } else {
-                                t.clone()
-                            }
-                        })
-                        .collect();
                     let first = b.len();
-                    conv::emit(
-                        &mut b,
-                        cfg,
-                        &mut pipe,
-                        &WindowLayer {
-                            name: &node.name,
-                            inputs: views
-                                .iter()
-                                .zip(&p.plan.pad_values)
-                                .map(|(tensor, &pad_value)| WindowInput { tensor, pad_value })
-                                .collect(),
-                            output: &tensors[&node.outputs[0]],
-                            geometry: p.plan.geometry,
-                            sources: p.plan.sources.clone(),
-                            combine: p.plan.combine,
-                            tiles_addr: p.tiles_addr,
-                            params_addr: p.params_addr,
-                            zero_point: p.plan.zero_point,
-                            clamp_lo: p.plan.clamp_lo,
-                            clamp_hi: p.plan.clamp_hi,
-                        },
-                    )?;
+                    for p in parts {
+                        conv::emit(
+                            &mut b,
+                            cfg,
+                            &mut pipe,
+                            &WindowLayer {
+                                name: &node.name,
+                                inputs: p
+                                    .inputs
+                                    .iter()
+                                    .zip(&p.plan.pad_values)
+                                    .map(|(tensor, &pad_value)| WindowInput { tensor, pad_value })
+                                    .collect(),
+                                output: &p.output,
+                                geometry: p.plan.geometry,
+                                sources: p.plan.sources.clone(),
+                                combine: p.plan.combine,
+                                tiles_addr: p.tiles_addr,
+                                params_addr: p.params_addr,
+                                zero_point: p.plan.zero_point,
+                                clamp_lo: p.plan.clamp_lo,
+                                clamp_hi: p.plan.clamp_hi,
+                                region: p.plan.region,
+                            },
+                        )?;
+                    }
                     ranges.push((*node, first..b.len()));
                 }
                 let slice = b.finish();
@@ -426,12 +522,22 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 let io = |n: &String| -> Result<IoTensor> {
                     let base = base_of(n);
                     let t = &tensors[&base];
+                    let channel_lanes = if t.has_identity_lanes() {
+                        None
+                    } else if t.is_image() {
+                        Some(t.channel_lanes.iter().map(|&l| l as u32).collect())
+                    } else {
+                        return Err(CompileError::Quant(format!(
+                            "tensor '{base}' has its features out of order"
+                        )));
+                    };
                     Ok(IoTensor {
                         name: n.clone(),
                         shape: t.shape.clone(),
                         strides: t.strides(),
                         dram_base: t.addr,
-                        bytes: t.bytes(),
+                        bytes: t.extent(),
+                        channel_lanes,
                         quant: *qp.get(&base).ok_or_else(|| {
                             CompileError::Quant(format!("no parameters for NPU tensor '{base}'"))
                         })?,
@@ -493,6 +599,34 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
         weights.bytes,
         cpu_bytes,
     ))
+}
+
+/// One windowed layer of a node (a Concat has one per input it copies) with its weights placed.
+struct Part {
+    plan: layers::LayerPlan,
+    tiles_addr: u32,
+    params_addr: u32,
+    inputs: Vec<ActTensor>,
+    output: ActTensor,
+}
+
+impl Part {
+    fn new(
+        weights: &mut WeightsImage,
+        plan: layers::LayerPlan,
+        inputs: Vec<ActTensor>,
+        output: ActTensor,
+    ) -> Part {
+        let tiles_addr = weights.append(&plan.tiles);
+        let params_addr = weights.append(&plan.params);
+        Part {
+            plan,
+            tiles_addr,
+            params_addr,
+            inputs,
+            output,
+        }
+    }
 }
 
 fn graph_outputs_contains(graph: &Graph, name: &str) -> bool {

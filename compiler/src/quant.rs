@@ -97,6 +97,14 @@ impl Calibration {
         })?;
         Ok(QParams::from_range(r.min, r.max))
     }
+
+    /// Quantization parameters of a tensor with zero point 0 (see [`QParams::symmetric`]).
+    pub fn symmetric_qparams(&self, tensor: &str) -> Result<QParams> {
+        let r = self.ranges.get(tensor).ok_or_else(|| {
+            CompileError::Quant(format!("no calibration range for tensor '{tensor}'"))
+        })?;
+        Ok(QParams::symmetric(r.min, r.max))
+    }
 }
 
 /// A fully-connected layer in integers, ready for the NPU.

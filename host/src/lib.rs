@@ -17,7 +17,7 @@ pub mod transport;
 pub use driver::{Driver, RunStats, DEFAULT_TIMEOUT};
 pub use error::{HostError, TransportError};
 pub use pool::{DevicePool, PooledRuntime};
-pub use runtime::{open_runtime, Inference, Runtime};
+pub use runtime::{open_runtime, open_runtime_traced, Inference, Runtime};
 pub use sinter_isa::tensor::Tensor;
 pub use transport::{
     CycleSource, DeviceKind, FuncTransport, RtlTransport, SimTransport, Transport,

@@ -419,9 +419,21 @@ pub fn open_runtime(
     bundle: Bundle,
     timeout: std::time::Duration,
 ) -> Result<Runtime<Box<dyn Transport>>, HostError> {
+    open_runtime_traced(kind, bundle, timeout, None)
+}
+
+/// [`open_runtime`], writing an FST waveform of the device to `trace` when given (RTL only; see
+/// [`crate::transport::DeviceKind::open_traced`]). The waveform is complete once the runtime is
+/// dropped.
+pub fn open_runtime_traced(
+    kind: crate::transport::DeviceKind,
+    bundle: Bundle,
+    timeout: std::time::Duration,
+    trace: Option<&std::path::Path>,
+) -> Result<Runtime<Box<dyn Transport>>, HostError> {
     let dram = (bundle.manifest.memory.dram_bytes as u64).max(4096);
     let t = kind
-        .open(bundle.config, dram)
+        .open_traced(bundle.config, dram, trace)
         .map_err(|source| HostError::Transport {
             device: kind.to_string(),
             source,

@@ -1,6 +1,9 @@
 //! A tiny hand-built model: one dense layer with ReLU on the NPU and an optional softmax on the
 //! CPU. It needs no compiler, so it serves as a smoke test of a device, a demo bundle and a test
 //! fixture; [`DenseSample::reference`] computes the exact answer with `sinter_isa::numeric`.
+//!
+//! [`sample_inputs`] makes deterministic inputs for any bundle from its signature, for timing
+//! runs that need data of the right shape but not meaningful values.
 
 use sinter_compiler::cpu::CpuProgram;
 use sinter_compiler::ir::{Node, Op};
@@ -11,6 +14,7 @@ use sinter_isa::numeric::{quantize_multiplier, requant_lane, softmax_in_place, Q
 use sinter_isa::tensor::Tensor;
 use sinter_isa::timing::{estimate, TimingParams};
 use sinter_isa::{Buffer, Deps, Dma, Gemm, HwConfig, Instruction, VecInsn, VecOp, Walk};
+use std::collections::HashMap;
 
 /// The sample model and the numbers it was built from.
 #[derive(Clone, Debug)]
@@ -221,6 +225,7 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
             dram_base: in_base,
             bytes: in_bytes,
             quant: input_q,
+            channel_lanes: None,
         }],
         outputs: vec![IoTensor {
             name: npu_out.into(),
@@ -229,6 +234,7 @@ pub fn dense(cfg: HwConfig, batch: u32, k: usize, n: usize, softmax: bool) -> De
             dram_base: out_base,
             bytes: out_bytes,
             quant: output_q,
+            channel_lanes: None,
         }],
     });
     let mut cpu = Vec::new();
@@ -297,5 +303,60 @@ impl DenseSample {
             shape: vec![rows, self.n],
             data,
         }
+    }
+}
+
+/// Inputs of `rows` rows for every model input in `sigs` (first axis the batch), filled with
+/// values in `[-1, 1)` from a fixed pseudo-random sequence: the same call gives the same
+/// tensors, so timing runs are repeatable. The NPU's cycle counts do not depend on the values.
+pub fn sample_inputs(sigs: &[TensorSig], rows: usize) -> HashMap<String, Tensor> {
+    // splitmix64: tiny, deterministic and good enough to avoid constant inputs.
+    let mut state = 0x5EED_0F5A_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    sigs.iter()
+        .map(|sig| {
+            let mut shape = sig.shape.clone();
+            if let Some(first) = shape.first_mut() {
+                *first = rows;
+            }
+            let len = shape.iter().product();
+            let data = (0..len)
+                .map(|_| (next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+                .collect();
+            (sig.name.clone(), Tensor { shape, data })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_inputs_follow_the_signature_and_repeat() {
+        let sigs = [
+            TensorSig {
+                name: "a".into(),
+                shape: vec![1, 3, 4],
+            },
+            TensorSig {
+                name: "b".into(),
+                shape: vec![1, 5],
+            },
+        ];
+        let x = sample_inputs(&sigs, 2);
+        assert_eq!(x["a"].shape, vec![2, 3, 4]);
+        assert_eq!(x["a"].data.len(), 24);
+        assert_eq!(x["b"].shape, vec![2, 5]);
+        assert!(x["a"].data.iter().all(|v| (-1.0..1.0).contains(v)));
+        // Not constant, and the same on every call.
+        assert!(x["a"].data.iter().any(|v| *v != x["a"].data[0]));
+        assert_eq!(sample_inputs(&sigs, 2)["b"].data, x["b"].data);
     }
 }

@@ -166,6 +166,21 @@ impl RtlTransport {
             CycleSource::Measured,
         ))
     }
+
+    /// An RTL device of config `cfg` that writes an FST waveform to `path` from its reset on.
+    pub fn rtl_traced(
+        cfg: HwConfig,
+        dram_bytes: u64,
+        path: &std::path::Path,
+    ) -> Result<RtlTransport, TransportError> {
+        let mut npu = sinter_sim::rtl::RtlSim::new(cfg, dram_bytes)?;
+        npu.trace(path)?;
+        Ok(SimTransport::new(
+            format!("rtl {}x{}", cfg.rows, cfg.cols),
+            npu,
+            CycleSource::Measured,
+        ))
+    }
 }
 
 impl<N: Npu> Transport for SimTransport<N> {
@@ -222,9 +237,30 @@ impl DeviceKind {
         cfg: HwConfig,
         dram_bytes: u64,
     ) -> Result<Box<dyn Transport>, TransportError> {
-        Ok(match self {
-            DeviceKind::Func => Box::new(FuncTransport::func(cfg, dram_bytes)?),
-            DeviceKind::Rtl => Box::new(RtlTransport::rtl(cfg, dram_bytes)?),
+        self.open_traced(cfg, dram_bytes, None)
+    }
+
+    /// Like [`DeviceKind::open`], and with `trace` writes an FST waveform of everything the
+    /// device does from its reset on (RTL only: the functional model has no signals). The file
+    /// is complete when the device is dropped.
+    pub fn open_traced(
+        self,
+        cfg: HwConfig,
+        dram_bytes: u64,
+        trace: Option<&std::path::Path>,
+    ) -> Result<Box<dyn Transport>, TransportError> {
+        Ok(match (self, trace) {
+            (DeviceKind::Func, None) => Box::new(FuncTransport::func(cfg, dram_bytes)?),
+            (DeviceKind::Func, Some(_)) => {
+                return Err(TransportError::Other(
+                    "the functional model has no signals to trace: waveforms need the rtl device"
+                        .into(),
+                ))
+            }
+            (DeviceKind::Rtl, None) => Box::new(RtlTransport::rtl(cfg, dram_bytes)?),
+            (DeviceKind::Rtl, Some(path)) => {
+                Box::new(RtlTransport::rtl_traced(cfg, dram_bytes, path)?)
+            }
         })
     }
 }

@@ -30,7 +30,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const MAGIC: &[u8; 8] = b"SNTRBNDL";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added [`IoTensor::channel_lanes`]; version 1 bundles read unchanged.
+pub const FORMAT_VERSION: u32 = 2;
 pub const SECTION_ALIGN: usize = 4096;
 const HEADER_BYTES: usize = 64;
 const ENTRY_BYTES: usize = 32;
@@ -114,7 +115,9 @@ pub struct TensorSig {
 }
 
 /// A quantized tensor in device DRAM: the int8 value at logical index `idx` lives at
-/// `dram_base + Σ idx[k]·strides[k]`; the region is `bytes` long (padding lanes included).
+/// `dram_base + Σ idx[k]·strides[k]`, except that with `channel_lanes` the term of axis 1 is
+/// `channel_lanes[idx[1]]` (the channels of a concatenation sit in their inputs' padded
+/// segments); the region is `bytes` long (padding lanes included).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IoTensor {
     pub name: String,
@@ -123,6 +126,8 @@ pub struct IoTensor {
     pub dram_base: u32,
     pub bytes: u32,
     pub quant: QParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_lanes: Option<Vec<u32>>,
 }
 
 impl IoTensor {
@@ -139,7 +144,11 @@ impl IoTensor {
             out.push(
                 idx.iter()
                     .zip(&self.strides)
-                    .map(|(i, s)| i * *s as usize)
+                    .enumerate()
+                    .map(|(k, (i, s))| match (&self.channel_lanes, k) {
+                        (Some(lanes), 1) => lanes[*i] as usize,
+                        _ => i * *s as usize,
+                    })
                     .sum(),
             );
             for k in (0..rank).rev() {
@@ -447,7 +456,7 @@ impl Bundle {
             )));
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
+        if version == 0 || version > FORMAT_VERSION {
             return Err(BundleError::Version(version));
         }
         let arch_version = u32_at(b, 12);
@@ -620,11 +629,25 @@ impl Bundle {
                     t.name
                 ));
             }
+            if let Some(lanes) = &t.channel_lanes {
+                if t.shape.len() < 2 || lanes.len() != t.shape[1] {
+                    return bad(format!(
+                        "tensor '{}' has {} channel lanes for shape {:?}",
+                        t.name,
+                        lanes.len(),
+                        t.shape
+                    ));
+                }
+            }
             let last: u64 = t
                 .shape
                 .iter()
                 .zip(&t.strides)
-                .map(|(d, s)| (*d as u64).saturating_sub(1) * *s as u64)
+                .enumerate()
+                .map(|(k, (d, s))| match (&t.channel_lanes, k) {
+                    (Some(lanes), 1) => lanes.iter().copied().max().unwrap_or(0) as u64,
+                    _ => (*d as u64).saturating_sub(1) * *s as u64,
+                })
                 .sum();
             if t.elements() > 0 && last >= t.bytes as u64 {
                 return bad(format!(

@@ -23,6 +23,22 @@ pub struct QParams {
 impl QParams {
     /// Parameters that cover `[min, max]` (widened to include 0 so that zero is exact) with the
     /// full int8 range.
+    /// Zero point 0 and a scale that covers `[-m, m]` with `m = max(|min|, |max|)`: for
+    /// operators that need the real zero to be the integer zero.
+    pub fn symmetric(min: f32, max: f32) -> QParams {
+        let m = min.abs().max(max.abs());
+        if !(m.is_finite() && m > 0.0) {
+            return QParams {
+                scale: 1.0,
+                zero_point: 0,
+            };
+        }
+        QParams {
+            scale: m / 127.0,
+            zero_point: 0,
+        }
+    }
+
     pub fn from_range(min: f32, max: f32) -> QParams {
         let lo = min.min(0.0);
         let hi = max.max(0.0);

@@ -185,6 +185,7 @@ fn sample_bundle() -> Bundle {
                     scale: 0.5,
                     zero_point: 3,
                 },
+                channel_lanes: None,
             }],
         }],
         ..IoSpec::default()

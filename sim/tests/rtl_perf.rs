@@ -1,11 +1,10 @@
-//! Simulation speed of the 16x16 RTL on a GEMM-heavy program. Run with
-//! `cargo test --release -p sinter-sim --test rtl_perf -- --ignored --nocapture`.
+//! A GEMM-heavy program keeps the RTL's array busy. (Its simulation speed is a criterion
+//! benchmark: `cargo bench -p sinter-sim --bench speed`.)
 
 mod rtl_support;
 
 use rtl_support::*;
 use sinter_isa::{Buffer, HwConfig, Instruction, Walk};
-use std::time::Instant;
 
 fn gemm_heavy(cfg: &HwConfig, reps: u16) -> Vec<Instruction> {
     let rows = 1024u16;
@@ -41,30 +40,6 @@ fn gemm_heavy(cfg: &HwConfig, reps: u16) -> Vec<Instruction> {
         ));
     }
     prog
-}
-
-#[test]
-#[ignore]
-fn cycles_per_second_16x16() {
-    let cfg = HwConfig::DEFAULT;
-    let mut s = sim(cfg);
-    let prog = gemm_heavy(&cfg, 256);
-    let t = Instant::now();
-    let o = run_ok(&mut s, &prog);
-    let secs = t.elapsed().as_secs_f64();
-    let rate = o.cycles as f64 / secs;
-    eprintln!(
-        "16x16 GEMM-heavy: {} cycles ({} MAC-active, {:.1}% utilisation) in {:.3} s = {:.0} cycles/s",
-        o.cycles,
-        o.mac_active,
-        100.0 * o.mac_active as f64 / o.cycles as f64,
-        secs,
-        rate
-    );
-    assert!(
-        o.mac_active * 10 > o.cycles * 9,
-        "array idle too often: {o:?}"
-    );
 }
 
 #[test]

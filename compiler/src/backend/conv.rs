@@ -87,6 +87,26 @@ pub struct WindowLayer<'a> {
     pub zero_point: i8,
     pub clamp_lo: i8,
     pub clamp_hi: i8,
+    /// The output pixels `[y0, x0, height, width]` this layer computes (`None`: all). Average
+    /// pooling that excludes padding runs one region per divisor.
+    pub region: Option<[usize; 4]>,
+}
+
+/// The distinct weight tiles of a source list, in order of first use, and the slot (index into
+/// that list) of every source: sources that share a tile (pooling) share one buffer row.
+fn tile_slots(sources: &[Source]) -> (Vec<usize>, Vec<usize>) {
+    let mut distinct: Vec<usize> = Vec::new();
+    let slots = sources
+        .iter()
+        .map(|s| match distinct.iter().position(|&t| t == s.tile) {
+            Some(k) => k,
+            None => {
+                distinct.push(s.tile);
+                distinct.len() - 1
+            }
+        })
+        .collect();
+    (distinct, slots)
 }
 
 /// Which buffer halves were last read by which compute event, within one layer.
@@ -207,12 +227,12 @@ pub fn emit(
         ));
     }
 
-    // Largest group of one (input, block): its kernel positions must fit half the weights.
+    // Largest group of one (input, block): its distinct tiles must fit half the weights.
+    let distinct_tiles = |srcs: &[Source]| tile_slots(srcs).0.len();
     let max_group = layer
         .sources
         .iter()
-        .flat_map(|s| groups(s))
-        .map(|r| r.len())
+        .flat_map(|s| groups(s).into_iter().map(|r| distinct_tiles(&s[r])))
         .max()
         .unwrap_or(0);
     if max_group == 0 {
@@ -222,11 +242,16 @@ pub fn emit(
         return Err(lower_err(
             name,
             format!(
-                "{max_group} kernel positions exceed half the weight buffer ({wgt_half} tiles)"
+                "{max_group} weight tiles of one input block exceed half the weight buffer \
+                 ({wgt_half} tiles)"
             ),
         ));
     }
 
+    let [ry0, rx0, rh, rw] = layer.region.unwrap_or([0, 0, out.height, out.width]);
+    if rh == 0 || rw == 0 || ry0 + rh > out.height || rx0 + rw > out.width {
+        return Err(lower_err(name, "the output region lies outside the output"));
+    }
     // Output tile: as many whole rows as fit, else a strip of one row.
     let fits = |h: usize, w: usize| {
         let t = Tile {
@@ -238,14 +263,14 @@ pub fn emit(
         };
         h * w <= acc_rows.min(out_half) && Window::of(g, &t).rows() <= act_half
     };
-    let (th, tw) = if fits(1, out.width) {
+    let (th, tw) = if fits(1, rw) {
         let mut h = 1;
-        while h < out.height && fits(h + 1, out.width) {
+        while h < rh && fits(h + 1, rw) {
             h += 1;
         }
-        (h, out.width)
+        (h, rw)
     } else {
-        let mut w = out.width;
+        let mut w = rw;
         while w > 1 && !fits(1, w) {
             w = w.div_ceil(2);
         }
@@ -261,14 +286,14 @@ pub fn emit(
     // Steps.
     let mut steps = Vec::new();
     for image in 0..out.images {
-        for y0 in (0..out.height).step_by(th) {
-            for x0 in (0..out.width).step_by(tw) {
+        for y0 in (ry0..ry0 + rh).step_by(th) {
+            for x0 in (rx0..rx0 + rw).step_by(tw) {
                 let tile = Tile {
                     image,
                     y0,
                     x0,
-                    h: th.min(out.height - y0),
-                    w: tw.min(out.width - x0),
+                    h: th.min(ry0 + rh - y0),
+                    w: tw.min(rx0 + rw - x0),
                 };
                 let win = Window::of(g, &tile).rows();
                 // Chunks of whole groups that fit both halves.
@@ -276,17 +301,17 @@ pub fn emit(
                     let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
                     let (mut tiles, mut windows) = (0, 0);
                     for r in groups(srcs) {
-                        let fits_in =
-                            tiles + r.len() <= wgt_half && (windows + 1) * win <= act_half;
+                        let n = distinct_tiles(&srcs[r.clone()]);
+                        let fits_in = tiles + n <= wgt_half && (windows + 1) * win <= act_half;
                         match chunks.last_mut() {
                             Some(c) if fits_in => {
                                 c.end = r.end;
-                                tiles += r.len();
+                                tiles += n;
                                 windows += 1;
                             }
                             _ => {
                                 chunks.push(r.clone());
-                                tiles = r.len();
+                                tiles = n;
                                 windows = 1;
                             }
                         }
@@ -397,19 +422,13 @@ pub fn emit(
             b.wait(Edge::COMPUTE_TO_LOAD, ev);
         }
         place.wgt_half = h;
-        // Runs of tiles that are consecutive (stride one tile) or repeated (stride zero).
+        // The distinct tiles, in runs that are consecutive in DRAM.
+        let (distinct, _) = tile_slots(srcs);
         let mut k = 0;
-        while k < srcs.len() {
-            let t0 = srcs[k].tile;
-            let step = srcs.get(k + 1).map(|n| n.tile as isize - t0 as isize);
-            let stride = match step {
-                Some(0) => 0,
-                _ => 1,
-            };
+        while k < distinct.len() {
+            let t0 = distinct[k];
             let mut n = 1;
-            while k + n < srcs.len()
-                && srcs[k + n].tile as isize == t0 as isize + (n as isize) * stride
-            {
+            while k + n < distinct.len() && distinct[k + n] == t0 + n {
                 n += 1;
             }
             b.emit(Instruction::Load(Dma {
@@ -418,7 +437,7 @@ pub fn emit(
                 sram_base: u16_of(h * wgt_half + k, "weight tile", name)?,
                 y_size: 1,
                 x_size: u16_of(n, "tiles", name)?,
-                x_stride: stride as u32 * tile_bytes,
+                x_stride: tile_bytes,
                 ..Dma::default()
             }));
             k += n;
@@ -453,6 +472,7 @@ pub fn emit(
             u16_of(s.tile.h, "tile rows", name)?,
             u16_of(s.tile.w, "tile columns", name)?,
         );
+        let (_, slots) = tile_slots(srcs);
         for (k, src) in srcs.iter().enumerate() {
             let base = places[i]
                 .windows
@@ -467,7 +487,11 @@ pub fn emit(
                 } else {
                     layer.combine
                 },
-                wgt: u16_of(places[i].wgt_half * wgt_half + k, "weight tile", name)?,
+                wgt: u16_of(
+                    places[i].wgt_half * wgt_half + slots[k],
+                    "weight tile",
+                    name,
+                )?,
                 n_outer: th,
                 n_inner: tw,
                 acc: Walk {

@@ -30,9 +30,16 @@ impl WeightsImage {
     }
 }
 
-/// An int8 activation tensor in DRAM, NHWC: `images × height × width` pixels of `lanes` bytes
-/// (the logical channels padded to whole lane blocks so every DMA element is aligned).
-/// A 2-D `[rows, features]` tensor is one image of `1 × rows` pixels.
+/// An int8 activation tensor in DRAM, NHWC: `images × height × width` pixels, each pixel
+/// `pixel_bytes` apart. The tensor owns `lanes` bytes of each pixel (whole lane blocks, so every
+/// DMA element is aligned), and logical channel `c` sits in lane `channel_lanes[c]`.
+///
+/// A freshly allocated tensor has `channel_lanes[c] = c` and `pixel_bytes = lanes`. A tensor
+/// that is one input of a channel Concat is a *view* into the Concat's tensor: its lanes are a
+/// slice of the Concat's pixel, so its producer writes straight into place. A Concat's own
+/// channels then sit in its inputs' segments, each padded to whole blocks, which is why the
+/// channel→lane map is explicit. A 2-D `[rows, features]` tensor is one image of `1 × rows`
+/// pixels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActTensor {
     pub name: String,
@@ -45,11 +52,20 @@ pub struct ActTensor {
     pub channels: usize,
     pub lanes: usize,
     pub pixel_bytes: u32,
+    /// Lane of each logical channel (`channels` entries, each `< lanes`).
+    pub channel_lanes: Vec<usize>,
 }
 
 impl ActTensor {
     pub fn bytes(&self) -> u32 {
         (self.images * self.height * self.width) as u32 * self.pixel_bytes
+    }
+
+    /// Bytes from `addr` to the end of the last lane this tensor owns (a view ends before its
+    /// parent's pixel does).
+    pub fn extent(&self) -> u32 {
+        let pixels = (self.images * self.height * self.width) as u32;
+        pixels.saturating_sub(1) * self.pixel_bytes + self.lanes as u32
     }
 
     pub fn row_bytes(&self) -> u32 {
@@ -65,7 +81,22 @@ impl ActTensor {
         self.shape.len() == 4
     }
 
-    /// Byte strides of the logical shape.
+    /// Whether channel `c` sits in lane `c`.
+    pub fn has_identity_lanes(&self) -> bool {
+        self.channel_lanes.iter().enumerate().all(|(c, &l)| c == l)
+    }
+
+    /// The logical channel in each lane (`None` for padding lanes).
+    pub fn lane_channels(&self) -> Vec<Option<usize>> {
+        let mut out = vec![None; self.lanes];
+        for (c, &l) in self.channel_lanes.iter().enumerate() {
+            out[l] = Some(c);
+        }
+        out
+    }
+
+    /// Byte strides of the logical shape; along the channel axis of an image the stride is
+    /// one byte and [`ActTensor::channel_lanes`] says where each channel really is.
     pub fn strides(&self) -> Vec<u32> {
         let pb = self.pixel_bytes;
         if self.is_image() {
@@ -82,27 +113,72 @@ impl ActTensor {
     }
 
     /// The same bytes seen as rows of whole images (what a fully-connected layer after a
-    /// Flatten reads): one pixel per image of `height·width·lanes` lanes.
+    /// Flatten reads): one pixel per image of `height·width·pixel_bytes` lanes, logical feature
+    /// `k` (NCHW order: channel-major) in lane `(k mod hw)·pixel_bytes + channel_lanes[k / hw]`.
     pub fn flattened(&self) -> ActTensor {
-        let lanes = self.height * self.width * self.pixel_bytes as usize;
+        let hw = self.height * self.width;
+        let lanes = hw * self.pixel_bytes as usize;
+        let features = self.channels * hw;
         ActTensor {
             name: self.name.clone(),
-            shape: vec![self.images, self.channels * self.height * self.width],
+            shape: vec![self.images, features],
             addr: self.addr,
             images: 1,
             height: 1,
             width: self.images,
-            channels: self.channels * self.height * self.width,
+            channels: features,
             lanes,
             pixel_bytes: lanes as u32,
+            channel_lanes: (0..features)
+                .map(|k| (k % hw) * self.pixel_bytes as usize + self.channel_lanes[k / hw])
+                .collect(),
         }
     }
 
-    /// The lane (byte within a pixel of [`ActTensor::flattened`]) of logical flat feature `k`
-    /// (NCHW order: channel-major).
-    pub fn flat_lane(&self, k: usize) -> usize {
-        let hw = self.height * self.width;
-        (k % hw) * self.pixel_bytes as usize + k / hw
+    /// A view of `lanes` lanes of this tensor's pixels from lane `offset` on, with the given
+    /// channel map (relative to `offset`) and logical shape.
+    pub fn view(&self, name: &str, shape: &[usize], offset: usize, layout: &Layout) -> ActTensor {
+        ActTensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            addr: self.addr + offset as u32,
+            channels: layout.channel_lanes.len(),
+            lanes: layout.lanes,
+            channel_lanes: layout.channel_lanes.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+/// How a tensor's channels sit in its pixels: `lanes` bytes, channel `c` in lane
+/// `channel_lanes[c]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub lanes: usize,
+    pub channel_lanes: Vec<usize>,
+}
+
+impl Layout {
+    /// Channels in order, padded to whole blocks.
+    pub fn dense(cfg: &HwConfig, channels: usize) -> Layout {
+        Layout {
+            lanes: padded_features(cfg, channels),
+            channel_lanes: (0..channels).collect(),
+        }
+    }
+
+    /// The layout of a channel concatenation: each part's lanes in turn.
+    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a Layout>) -> Layout {
+        let mut out = Layout {
+            lanes: 0,
+            channel_lanes: Vec::new(),
+        };
+        for p in parts {
+            out.channel_lanes
+                .extend(p.channel_lanes.iter().map(|l| l + out.lanes));
+            out.lanes += p.lanes;
+        }
+        out
     }
 }
 
@@ -124,18 +200,9 @@ impl Arena {
         Arena { base, cursor: base }
     }
 
-    pub fn alloc(&mut self, cfg: &HwConfig, name: &str, shape: &[usize]) -> ActTensor {
-        let (images, height, width, channels) = match shape {
-            [n, c, h, w] => (*n, *h, *w, *c),
-            _ => {
-                let features = *shape.last().unwrap_or(&1);
-                let rows = shape[..shape.len().saturating_sub(1)]
-                    .iter()
-                    .product::<usize>();
-                (1, 1, rows, features)
-            }
-        };
-        let lanes = padded_features(cfg, channels);
+    /// Allocates a tensor of logical `shape` whose pixels hold `layout`.
+    pub fn alloc(&mut self, name: &str, shape: &[usize], layout: &Layout) -> ActTensor {
+        let (images, height, width) = image_dims(shape);
         let addr = align_up(self.cursor, REGION_ALIGN);
         let t = ActTensor {
             name: name.to_string(),
@@ -144,9 +211,10 @@ impl Arena {
             images,
             height,
             width,
-            channels,
-            lanes,
-            pixel_bytes: lanes as u32,
+            channels: layout.channel_lanes.len(),
+            lanes: layout.lanes,
+            pixel_bytes: layout.lanes as u32,
+            channel_lanes: layout.channel_lanes.clone(),
         };
         self.cursor = addr + t.bytes();
         t
@@ -154,5 +222,26 @@ impl Arena {
 
     pub fn bytes(&self) -> u32 {
         self.cursor - self.base
+    }
+}
+
+/// `(images, height, width)` of a logical shape: NCHW images, or rows of features (one image
+/// of `1 × rows` pixels).
+pub fn image_dims(shape: &[usize]) -> (usize, usize, usize) {
+    match shape {
+        [n, _, h, w] => (*n, *h, *w),
+        _ => (
+            1,
+            1,
+            shape[..shape.len().saturating_sub(1)].iter().product(),
+        ),
+    }
+}
+
+/// Channels (features) of a logical shape: axis 1 of an image, else the last axis.
+pub fn channels_of(shape: &[usize]) -> usize {
+    match shape {
+        [_, c, _, _] => *c,
+        _ => shape.last().copied().unwrap_or(1),
     }
 }

@@ -185,3 +185,39 @@ pub fn fold_affine(graph: &mut Graph) -> usize {
     }
     count
 }
+
+/// Rewrites every `ChannelAffine` left on an image tensor (one that could not fold into a
+/// producer, like a BatchNorm after a Concat) as a depthwise 1×1 `Conv2d`: the NPU runs it
+/// as any other convolution, and a following Relu/Clip fuses into it. Returns the number of
+/// rewritten nodes.
+pub fn affine_to_depthwise(graph: &mut Graph) -> usize {
+    let mut count = 0;
+    for i in 0..graph.nodes.len() {
+        let Op::ChannelAffine { scale, shift } = &graph.nodes[i].op else {
+            continue;
+        };
+        let rank4 = graph
+            .shape_of(&graph.nodes[i].inputs[0])
+            .is_some_and(|s| s.len() == 4 && s[1] == scale.len());
+        if !rank4 {
+            continue;
+        }
+        let channels = scale.len();
+        let weight = scale
+            .clone()
+            .into_shape_with_order((channels, 1, 1, 1))
+            .expect("a 1-D array reshapes to [C, 1, 1, 1]");
+        let bias = Some(shift.clone());
+        graph.nodes[i].op = Op::Conv2d {
+            weight,
+            bias,
+            stride: [1, 1],
+            pads: [0; 4],
+            dilation: [1, 1],
+            groups: channels,
+            activation: Activation::None,
+        };
+        count += 1;
+    }
+    count
+}

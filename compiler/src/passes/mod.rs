@@ -7,7 +7,7 @@ mod dce;
 mod dense;
 mod identity;
 
-pub use affine::{batchnorm_to_affine, binary_to_affine, fold_affine};
+pub use affine::{affine_to_depthwise, batchnorm_to_affine, binary_to_affine, fold_affine};
 pub use conv::conv_to_conv2d;
 pub use dce::eliminate_dead_code;
 pub use dense::{fuse_activation, fuse_bias, gemm_to_dense, matmul_to_dense};
@@ -19,7 +19,7 @@ use crate::ir::Graph;
 /// Runs the standard pipeline: dead-code and identity elimination, fully-connected layer formation
 /// (Gemm / MatMul + Add → Dense), convolution layer formation (Conv → Conv2d), per-channel
 /// affine maps (constant BatchNorm, Mul/Add/Sub/Div by per-channel constants) merged and folded
-/// into the preceding Conv2d/Dense, activation fusion (Relu/Clip into Dense/Conv2d) and
+/// into the preceding Conv2d/Dense (the rest become depthwise 1×1 convolutions), activation fusion (Relu/Clip into Dense/Conv2d) and
 /// dead-code elimination.
 pub fn optimize(graph: &mut Graph) -> Result<()> {
     // Dead readers would otherwise block single-consumer fusions.
@@ -32,6 +32,7 @@ pub fn optimize(graph: &mut Graph) -> Result<()> {
     batchnorm_to_affine(graph);
     binary_to_affine(graph);
     fold_affine(graph);
+    affine_to_depthwise(graph);
     fuse_activation(graph);
     eliminate_identities(graph);
     eliminate_dead_code(graph);

@@ -9,7 +9,8 @@
 //!
 //! Each instance owns its Verilator context, so instances are independent and tests run in
 //! parallel. Models are built for the array sizes of `HwConfig::SMALL` and `HwConfig::DEFAULT`
-//! (see [`RtlSim::built_configs`]).
+//! (see [`RtlSim::built_configs`]), with FST waveform tracing compiled in: [`RtlSim::trace`]
+//! starts a trace, and until then the model runs as fast as one built without it.
 
 use crate::{Npu, SimError};
 use sinter_isa::{regs, timing::TimingParams, HwConfig};
@@ -46,11 +47,14 @@ pub(crate) struct Io {
 pub(crate) struct ModelFns {
     rows: u32,
     cols: u32,
+    /// Verilated with `--trace-fst`.
+    traced: bool,
     new: unsafe extern "C" fn() -> *mut c_void,
     free: unsafe extern "C" fn(*mut c_void),
     cycle: unsafe extern "C" fn(*mut c_void, *mut Io),
     settle: unsafe extern "C" fn(*mut c_void, *mut Io),
     trace: unsafe extern "C" fn(*mut c_void, *const c_char) -> i32,
+    trace_close: unsafe extern "C" fn(*mut c_void),
 }
 
 include!(concat!(env!("OUT_DIR"), "/rtl_models.rs"));
@@ -206,21 +210,34 @@ impl RtlSim {
         self.write_reg(regs::CONTROL, regs::CONTROL_START);
     }
 
-    /// Dumps every following cycle to a VCD file; an error unless built with
-    /// `SINTER_RTL_TRACE=1`.
-    pub fn trace_vcd(&mut self, path: &Path) -> Result<(), SimError> {
-        if !TRACE {
-            return Err(SimError::Other(
-                "the RTL models were built without tracing: rebuild with SINTER_RTL_TRACE=1".into(),
-            ));
+    /// Dumps every following cycle to an FST waveform at `path` (two time steps per clock
+    /// cycle, clock low then high; the whole design hierarchy under `npu`). The file is
+    /// complete once [`RtlSim::finish_trace`] is called or the simulator is dropped. A trace
+    /// already running is finished first.
+    pub fn trace(&mut self, path: &Path) -> Result<(), SimError> {
+        if !self.fns.traced {
+            return Err(SimError::Other(format!(
+                "the {}x{} RTL model was built without waveform tracing",
+                self.cfg.rows, self.cfg.cols
+            )));
         }
         let c = CString::new(path.to_string_lossy().as_bytes())
             .map_err(|_| SimError::Other("trace path contains NUL".into()))?;
         // SAFETY: valid model and NUL-terminated path.
         match unsafe { (self.fns.trace)(self.model, c.as_ptr()) } {
             0 => Ok(()),
-            _ => Err(SimError::Other("cannot start the VCD trace".into())),
+            _ => Err(SimError::Other(format!(
+                "cannot write the waveform to {}",
+                path.display()
+            ))),
         }
+    }
+
+    /// Finishes the waveform started by [`RtlSim::trace`], if any; the simulation goes on
+    /// untraced.
+    pub fn finish_trace(&mut self) {
+        // SAFETY: valid model.
+        unsafe { (self.fns.trace_close)(self.model) };
     }
 
     /// Holds reset for a few cycles, dropping any read still in flight in the DRAM model.

@@ -1,0 +1,317 @@
+//! The lane-wise and layout operators on the NPU, on a network built for them: a channel Concat
+//! whose inputs are written in place (and a graph input copied into its slice), a BatchNorm
+//! after the Concat (a depthwise 1×1 convolution), LeakyRelu, a residual Add of two tensors
+//! whose channels sit in different lanes, average pooling that leaves the padding out of its
+//! count, a pool larger than the weight buffer, and a convolution reading the segmented
+//! layout. Channel counts are deliberately not multiples of the array size.
+//!
+//! The whole network must run on the NPU; its int8 result must stay close to the float
+//! interpreter; and the RTL must agree with the functional model bit for bit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ndarray::{ArrayD, IxDyn};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sinter_compiler::compile::{compile, CompileOptions};
+use sinter_compiler::onnx::proto::{
+    attribute_type, data_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
+    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use sinter_compiler::{interp, onnx};
+use sinter_host::runtime::open_runtime;
+use sinter_host::transport::DeviceKind;
+use sinter_isa::bundle::{Bundle, Stage};
+use sinter_isa::tensor::Tensor;
+use sinter_isa::HwConfig;
+
+struct Builder {
+    rng: StdRng,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+enum Attr {
+    I(i64),
+    F(f32),
+    Ints(Vec<i64>),
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder {
+            rng: StdRng::seed_from_u64(7),
+            nodes: Vec::new(),
+            inits: Vec::new(),
+        }
+    }
+
+    fn weight(&mut self, name: &str, dims: &[usize], lo: f32, hi: f32) -> String {
+        let n: usize = dims.iter().product();
+        self.inits.push(TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            float_data: (0..n).map(|_| self.rng.gen_range(lo..hi)).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.into()],
+            attribute: attrs
+                .iter()
+                .map(|(k, v)| match v {
+                    Attr::I(i) => AttributeProto {
+                        name: k.to_string(),
+                        r#type: attribute_type::INT,
+                        i: *i,
+                        ..Default::default()
+                    },
+                    Attr::F(f) => AttributeProto {
+                        name: k.to_string(),
+                        r#type: attribute_type::FLOAT,
+                        f: *f,
+                        ..Default::default()
+                    },
+                    Attr::Ints(v) => AttributeProto {
+                        name: k.to_string(),
+                        r#type: attribute_type::INTS,
+                        ints: v.clone(),
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn conv(
+        &mut self,
+        name: &str,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: i64,
+    ) -> String {
+        let w = self.weight(&format!("{name}_w"), &[cout, cin, k, k], -0.4, 0.4);
+        let b = self.weight(&format!("{name}_b"), &[cout], -0.2, 0.2);
+        let p = (k / 2) as i64;
+        self.node(
+            "Conv",
+            name,
+            &[x, &w, &b],
+            &[
+                ("pads", Attr::Ints(vec![p; 4])),
+                ("strides", Attr::Ints(vec![stride; 2])),
+            ],
+        )
+    }
+
+    fn model(self, input: (&str, &[usize]), output: (&str, &[usize])) -> Vec<u8> {
+        let vi = |name: &str, shape: &[usize]| ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: data_type::FLOAT,
+                    shape: Some(TensorShapeProto {
+                        dim: shape
+                            .iter()
+                            .map(|&d| tensor_shape_proto::Dimension {
+                                value: Some(tensor_shape_proto::dimension::Value::DimValue(
+                                    d as i64,
+                                )),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                name: "npu_ops".into(),
+                node: self.nodes,
+                initializer: self.inits,
+                input: vec![vi(input.0, input.1)],
+                output: vec![vi(output.0, output.1)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+const SIDE: usize = 10;
+
+/// The network: see the module documentation.
+fn network() -> Vec<u8> {
+    let mut b = Builder::new();
+    let c1 = b.conv("c1", "x", 3, 24, 3, 1);
+    let r1 = b.node("Relu", "r1", &[&c1], &[]);
+    let b1 = b.conv("b1", &r1, 24, 20, 1, 1);
+    let b2 = b.node(
+        "MaxPool",
+        "b2",
+        &[&r1],
+        &[
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1; 4])),
+        ],
+    );
+    // b1 and b2 are written into `cat` in place; x, a graph input, is copied into its slice.
+    let cat = b.node("Concat", "cat", &[&b1, &b2, "x"], &[("axis", Attr::I(1))]);
+    // The same channels in another order: every part is copied.
+    let cat2 = b.node("Concat", "cat2", &[&b2, &b1, "x"], &[("axis", Attr::I(1))]);
+    let sum = b.node("Add", "sum", &[&cat, &cat2], &[]);
+    let c = 47;
+    let scale = b.weight("bn_scale", &[c], 0.5, 1.5);
+    let bias = b.weight("bn_bias", &[c], -0.3, 0.3);
+    let mean = b.weight("bn_mean", &[c], -0.5, 0.5);
+    let var = b.weight("bn_var", &[c], 0.5, 2.0);
+    let bn = b.node(
+        "BatchNormalization",
+        "bn",
+        &[&sum, &scale, &bias, &mean, &var],
+        &[],
+    );
+    let lr = b.node("LeakyRelu", "lr", &[&bn], &[("alpha", Attr::F(0.1))]);
+    let ap = b.node(
+        "AveragePool",
+        "ap",
+        &[&lr],
+        &[
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1; 4])),
+            ("count_include_pad", Attr::I(0)),
+        ],
+    );
+    let c3 = b.conv("c3", &ap, c, 18, 3, 2);
+    // A 5×5 average over the whole image: 25 kernel positions, more than half the weight
+    // buffer of the 8×8 array.
+    let big = b.node(
+        "AveragePool",
+        "big",
+        &[&c3],
+        &[("kernel_shape", Attr::Ints(vec![5, 5]))],
+    );
+    let flat = b.node("Flatten", "flat", &[&big], &[]);
+    let wf = b.weight("fc_w", &[18, 10], -0.4, 0.4);
+    let bf = b.weight("fc_b", &[10], -0.1, 0.1);
+    b.node("Gemm", "y", &[&flat, &wf, &bf], &[]);
+    b.model(("x", &[1, 3, SIDE, SIDE]), ("y", &[1, 10]))
+}
+
+fn inputs(n: usize, seed: u64) -> ArrayD<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    ArrayD::from_shape_fn(IxDyn(&[n, 3, SIDE, SIDE]), |_| rng.gen_range(-1.0..1.0))
+}
+
+fn bundle(onnx: &[u8], hw: HwConfig) -> Bundle {
+    compile(
+        onnx,
+        &inputs(16, 1),
+        &CompileOptions {
+            hw,
+            batch: 1,
+            name: "npu_ops".into(),
+        },
+    )
+    .unwrap()
+}
+
+fn run(b: &Bundle, kind: DeviceKind, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>) {
+    let mut rt = open_runtime(kind, b.clone(), Duration::from_secs(120)).unwrap();
+    let out = rt
+        .infer(&HashMap::from([(
+            "x".to_string(),
+            Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
+        )]))
+        .unwrap();
+    let mut image = vec![0u8; b.manifest.memory.dram_bytes as usize];
+    rt.driver().read(0, &mut image).unwrap();
+    (out.outputs[0].1.data.clone(), image)
+}
+
+#[test]
+fn every_operator_runs_on_the_npu_and_concat_inputs_are_written_in_place() {
+    let b = bundle(&network(), HwConfig::DEFAULT);
+    let stages: Vec<&Stage> = b.io.stages.iter().collect();
+    assert_eq!(stages.len(), 1, "one NPU stage: {stages:?}");
+    assert!(matches!(stages[0], Stage::Npu { .. }));
+    let ops: Vec<&str> = b.manifest.layers.iter().map(|l| l.op.as_str()).collect();
+    for op in ["LeakyRelu", "Add", "AvgPool2d", "MaxPool2d"] {
+        assert!(ops.contains(&op), "{op} among the NPU layers {ops:?}");
+    }
+    let insns = |name: &str| {
+        b.manifest
+            .layers
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.insn_end - l.insn_start)
+    };
+    // `cat` copies only x (3 channels); `cat2` copies all three parts.
+    let (cat, cat2) = (insns("cat").unwrap(), insns("cat2").unwrap());
+    assert!(cat * 2 < cat2, "cat {cat} instructions, cat2 {cat2}");
+}
+
+#[test]
+fn int8_stays_close_to_float() {
+    let onnx = network();
+    let b = bundle(&onnx, HwConfig::DEFAULT);
+    let graph = onnx::parse_model(&onnx).unwrap();
+    let mut worst = 0f32;
+    for seed in 10..14 {
+        let x = inputs(1, seed);
+        let want = interp::run(&graph, &HashMap::from([("x".to_string(), x.clone())])).unwrap();
+        let want: Vec<f32> = want["y"].iter().copied().collect();
+        let (got, _) = run(&b, DeviceKind::Func, &x);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Eight int8 layers deep, a few steps of the output scale: a broken layout or a wrong
+        // divisor gives errors of the order of the outputs themselves.
+        assert!(
+            err <= 0.08 * scale,
+            "seed {seed}: error {err}, outputs up to {scale}"
+        );
+        worst = worst.max(err / scale);
+    }
+    eprintln!("largest error: {:.1}% of the largest output", worst * 100.0);
+}
+
+#[test]
+fn rtl_matches_the_functional_model() {
+    let onnx = network();
+    for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
+        let b = bundle(&onnx, hw);
+        let x = inputs(1, 99);
+        let (f_out, f_dram) = run(&b, DeviceKind::Func, &x);
+        let (r_out, r_dram) = run(&b, DeviceKind::Rtl, &x);
+        assert_eq!(f_out, r_out, "{}x{}: outputs differ", hw.rows, hw.cols);
+        if let Some(at) = f_dram.iter().zip(&r_dram).position(|(a, b)| a != b) {
+            panic!("{}x{}: DRAM differs at {at:#x}", hw.rows, hw.cols);
+        }
+    }
+}
