@@ -632,3 +632,91 @@ fn large_gemms_match_a_naive_reference() {
         }
     }
 }
+
+/// The model keeps decoded programs and packed weight tiles between runs; whatever rewrites
+/// the DRAM they came from — the host, or a STORE of the running program — must be seen.
+#[test]
+fn rewritten_programs_and_weights_are_seen() {
+    const BIG: HwConfig = HwConfig::with_array(16, 16);
+    let mut s = FuncSim::new(BIG, DRAM);
+    let dma = |buffer: Buffer, dram: u32, y: u16| {
+        let e = BIG.element_bytes(buffer);
+        Dma {
+            buffer,
+            dram_base: dram,
+            y_size: y,
+            x_size: 1,
+            y_stride: e,
+            x_stride: e,
+            ..Dma::default()
+        }
+    };
+    let act: Vec<i8> = (0..16).map(|i| i as i8 - 7).collect();
+    let weights = |seed: i32| -> Vec<i8> {
+        (0..256)
+            .map(|i| ((i * 37 + seed * 11) % 255 - 127) as i8)
+            .collect()
+    };
+    let product = |w: &[i8]| -> Vec<i32> {
+        (0..16)
+            .map(|c| (0..16).map(|r| act[r] as i32 * w[r * 16 + c] as i32).sum())
+            .collect()
+    };
+    let gemm1 = Instruction::Gemm(gemm(
+        false,
+        0,
+        1,
+        1,
+        Walk::contiguous(0),
+        Walk::contiguous(0),
+    ));
+    s.write_dram(0x0, &i8s(&act)).unwrap();
+    let w1 = weights(1);
+    s.write_dram(0x400, &i8s(&w1)).unwrap();
+    let program = vec![
+        Instruction::Load(dma(Buffer::Act, 0x0, 1)),
+        Instruction::Load(dma(Buffer::Wgt, 0x400, 1)),
+        gemm1,
+    ];
+    assert_eq!(s.run_program(PROG, &program).unwrap(), regs::STATUS_DONE);
+    assert_eq!(s.buffers().acc[..16], product(&w1)[..]);
+
+    // The host rewrites the weights; the same program runs again from its cached decode.
+    let w2 = weights(2);
+    s.write_dram(0x400, &i8s(&w2)).unwrap();
+    s.write_reg(regs::CONTROL, regs::CONTROL_START);
+    s.advance(u64::MAX);
+    assert_eq!(s.read_reg(regs::STATUS), regs::STATUS_DONE);
+    assert_eq!(s.buffers().acc[..16], product(&w2)[..]);
+
+    // The host rewrites the program in place: Overwrite becomes a second, accumulating GEMM.
+    let mut twice = program.clone();
+    twice[2] = Instruction::Gemm(gemm(
+        true,
+        0,
+        1,
+        1,
+        Walk::contiguous(0),
+        Walk::contiguous(0),
+    ));
+    s.write_dram(PROG, &sinter_isa::insn::encode_program(&twice))
+        .unwrap();
+    s.write_reg(regs::CONTROL, regs::CONTROL_START);
+    s.advance(u64::MAX);
+    let doubled: Vec<i32> = product(&w2).iter().map(|v| 2 * v).collect();
+    assert_eq!(s.buffers().acc[..16], doubled[..]);
+
+    // A STORE overwrites the weights mid-run: the next load of that tile must use the new
+    // bytes. The output buffer (zeros) is stored over the tile, so the product becomes zero.
+    let program = vec![
+        Instruction::Load(dma(Buffer::Wgt, 0x400, 1)),
+        gemm1,
+        Instruction::Store(dma(Buffer::Out, 0x400, 16)),
+        Instruction::Load(dma(Buffer::Wgt, 0x400, 1)),
+        gemm1,
+    ];
+    assert_eq!(s.run_program(PROG, &program).unwrap(), regs::STATUS_DONE);
+    let stored: Vec<i8> = s.dram()[0x400..0x500].iter().map(|&b| b as i8).collect();
+    assert_eq!(s.buffers().acc[..16], product(&stored)[..]);
+    assert_ne!(product(&stored), product(&w2), "the store changed the tile");
+}

@@ -78,21 +78,41 @@ fn load(st: &mut State, d: &Dma) -> Result<(), String> {
                 &mut st.wgt
             };
             let rows = &mut buf[base * elem..(base + h * w) * elem];
+            let contiguous = d.x_stride as usize == elem;
             for (py, block) in rows.chunks_exact_mut(w * elem).enumerate() {
-                for (px, row) in block.chunks_exact_mut(elem).enumerate() {
-                    if py < pt || py >= pt + ys || px < pl || px >= pl + xs {
-                        row.fill(d.pad_value);
-                    } else {
-                        let a = elem_addr(d, py - pt, px - pl);
-                        for (lane, &b) in row.iter_mut().zip(&dram[a..a + elem]) {
-                            *lane = b as i8;
-                        }
+                if py < pt || py >= pt + ys {
+                    block.fill(d.pad_value);
+                    continue;
+                }
+                let (left, rest) = block.split_at_mut(pl * elem);
+                let (mid, right) = rest.split_at_mut(xs * elem);
+                left.fill(d.pad_value);
+                right.fill(d.pad_value);
+                if contiguous {
+                    // The common case: whole pixels back to back, one copy per row.
+                    let a = elem_addr(d, py - pt, 0);
+                    for (lane, &b) in mid.iter_mut().zip(&dram[a..a + xs * elem]) {
+                        *lane = b as i8;
+                    }
+                } else {
+                    for (px, row) in mid.chunks_exact_mut(elem).enumerate() {
+                        let a = elem_addr(d, py - pt, px);
+                        copy_element(as_bytes_mut(row), &dram[a..a + elem]);
                     }
                 }
             }
         }
         // Refused by validate().
         Buffer::Out => unreachable!("load into the output buffer passed validation"),
+    }
+    if d.buffer == Buffer::Wgt {
+        for py in 0..h {
+            for px in 0..w {
+                let inside = py >= pt && py < pt + ys && px >= pl && px < pl + xs;
+                st.wgt_src[base + py * w + px] =
+                    inside.then(|| elem_addr(d, py - pt, px - pl) as u32);
+            }
+        }
     }
     Ok(())
 }
@@ -102,14 +122,17 @@ fn store(st: &mut State, d: &Dma) -> Result<(), String> {
     check_dram(d, elem, st.dram.len())?;
     let (ys, xs) = (d.y_size as usize, d.x_size as usize);
     let base = d.sram_base as usize;
+    if ys > 0 && xs > 0 {
+        let last = elem_addr(d, ys - 1, xs - 1) + elem;
+        st.stored = (st.stored.0.min(d.dram_base as usize), st.stored.1.max(last));
+        st.dram_written(d.dram_base as usize, last);
+    }
     let rows = &st.out[base * elem..(base + ys * xs) * elem];
     // Element order: y outer, x inner, so later elements win where they overlap.
     for (y, block) in rows.chunks_exact(xs * elem).enumerate() {
         for (x, row) in block.chunks_exact(elem).enumerate() {
             let a = elem_addr(d, y, x);
-            for (b, &v) in st.dram[a..a + elem].iter_mut().zip(row) {
-                *b = v as u8;
-            }
+            copy_element(&mut st.dram[a..a + elem], as_bytes(row));
         }
     }
     Ok(())
@@ -143,5 +166,41 @@ fn vec_op(st: &mut State, v: &VecInsn) {
                 }
             }
         }
+    }
+}
+
+/// Int8 lanes as the bytes they are.
+fn as_bytes(v: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment and share every bit pattern.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) }
+}
+
+fn as_bytes_mut(v: &mut [i8]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) }
+}
+
+/// Copies one DMA element (a pixel's lane block, usually 8–64 bytes): fixed-size moves for the
+/// common sizes instead of a byte loop or a `memcpy` call per element.
+#[inline(always)]
+fn copy_element(dst: &mut [u8], src: &[u8]) {
+    fn fixed<const N: usize>(dst: &mut [u8], src: &[u8]) -> bool {
+        match (<&mut [u8; N]>::try_from(dst), <&[u8; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    let done = match dst.len() {
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
+        64 => fixed::<64>(dst, src),
+        _ => false,
+    };
+    if !done {
+        dst.copy_from_slice(src);
     }
 }

@@ -17,6 +17,14 @@
 //! `STATUS_BUSY` forever, exactly like a hung device, and [`FuncSim::diagnostic`] says which
 //! instruction waits for which module. A host must catch this with its timeout and reset.
 //!
+//! # Decoding once
+//!
+//! A model runs the same program ranges (its stages) over and over, so a range is decoded and
+//! checked once and kept, with its cycle estimate, until DRAM under it is written — by the host
+//! or by a STORE. A range is decoded as a whole when it starts: a run that overwrites its own
+//! later instructions executes them as they were at its start (on the hardware, which fetches
+//! ahead, such a program has no defined result anyway).
+//!
 //! # Faults
 //!
 //! The first instruction that fails to decode or [`Instruction::validate`] stops the run with
@@ -89,6 +97,34 @@ pub(crate) struct State {
     pub wgt: Vec<i8>,
     pub acc: Vec<i32>,
     pub out: Vec<i8>,
+    /// DRAM bytes `lo..hi` written by STORE since the last start (empty when `lo >= hi`).
+    pub stored: (usize, usize),
+    /// For each weight buffer slot, the DRAM address its tile was loaded from (`None` for
+    /// padding).
+    pub wgt_src: Vec<Option<u32>>,
+    /// Weight tiles packed for the GEMM kernels, by DRAM address: a model's weights are
+    /// loaded again on every run, and packing them each time would cost as much as using them.
+    pub packed: std::collections::HashMap<u32, std::sync::Arc<gemm::Pairs>>,
+    /// DRAM bytes `lo..hi` the packed tiles came from.
+    pub packed_span: (usize, usize),
+}
+
+impl State {
+    /// Forgets packed tiles when DRAM bytes `lo..hi` change.
+    pub fn dram_written(&mut self, lo: usize, hi: usize) {
+        let (min, max) = self.packed_span;
+        if lo < max && min < hi {
+            self.packed.clear();
+            self.packed_span = (usize::MAX, 0);
+        }
+    }
+}
+
+/// A program range decoded and checked once, with its cycle estimate: a model runs the same
+/// stages again and again, and decoding is a fifth of the work of running them.
+struct Decoded {
+    insns: std::sync::Arc<[Instruction]>,
+    cycles: u64,
 }
 
 /// The functional model of one NPU with its DRAM.
@@ -108,7 +144,14 @@ pub struct FuncSim {
     /// The last run waits for a token that never comes.
     hung: bool,
     diagnostic: Option<String>,
+    /// Decoded programs by `(PROG_BASE, PROG_LEN)`, and the DRAM bytes they span. Any write
+    /// over those bytes (by the host or by a STORE) drops them all.
+    decoded: std::collections::HashMap<(u32, u32), Decoded>,
+    code_span: Option<(u64, u64)>,
 }
+
+/// Decoded programs kept at most (one per NPU stage, or per layer when layers run alone).
+const MAX_DECODED: usize = 4096;
 
 impl FuncSim {
     /// A model of `cfg` with `dram_bytes` of zeroed DRAM and zeroed buffers.
@@ -123,6 +166,10 @@ impl FuncSim {
                 wgt: vec![0; cfg.wgt_depth as usize * rows * cols],
                 acc: vec![0; cfg.acc_depth as usize * cols],
                 out: vec![0; cfg.out_depth as usize * cols],
+                stored: (0, 0),
+                wgt_src: vec![None; cfg.wgt_depth as usize],
+                packed: std::collections::HashMap::new(),
+                packed_span: (usize::MAX, 0),
             },
             timing: TimingParams::default(),
             prog_base: 0,
@@ -136,6 +183,18 @@ impl FuncSim {
             pending: false,
             hung: false,
             diagnostic: None,
+            decoded: std::collections::HashMap::new(),
+            code_span: None,
+        }
+    }
+
+    /// Drops decoded programs that the DRAM bytes `lo..hi` overlap.
+    fn dram_written(&mut self, lo: u64, hi: u64) {
+        if let Some((c0, c1)) = self.code_span {
+            if lo < c1 && c0 < hi {
+                self.decoded.clear();
+                self.code_span = None;
+            }
         }
     }
 
@@ -158,6 +217,10 @@ impl FuncSim {
 
     /// The whole DRAM, writable (the host's view of device memory).
     pub fn dram_mut(&mut self) -> &mut [u8] {
+        self.st.packed.clear();
+        self.st.packed_span = (usize::MAX, 0);
+        self.decoded.clear();
+        self.code_span = None;
         &mut self.st.dram
     }
 
@@ -232,40 +295,22 @@ impl FuncSim {
             );
             return;
         }
-        let mut executed = Vec::with_capacity(self.prog_len.min(1 << 16) as usize);
+        // Decode and check the whole range (or take it from the cache); the first bad
+        // instruction ends the run after the ones before it executed, as on the hardware.
+        let key = (self.prog_base, self.prog_len);
+        let (insns, mut outcome, cached_cycles) = match self.decoded.get(&key) {
+            Some(d) => (d.insns.clone(), None, Some(d.cycles)),
+            None => {
+                let (insns, outcome) = self.decode(&cfg);
+                (insns.into(), outcome, None)
+            }
+        };
         // tokens[from][to]: pushed and not yet popped, in program order.
         let mut tokens = [[0u64; 3]; 3];
-        let mut outcome = None;
-        for pc in 0..self.prog_len {
-            let addr = self.prog_base as u64 + pc as u64 * INSN_BYTES as u64;
-            let Some(word) = self
-                .st
-                .dram
-                .get(addr as usize..)
-                .and_then(|s| s.get(..INSN_BYTES))
-            else {
-                outcome = Some((
-                    ERR_DRAM_RANGE,
-                    pc,
-                    format!("instruction {pc} is fetched from {addr:#x}, beyond the DRAM"),
-                ));
-                break;
-            };
-            let insn = match Instruction::decode(word.try_into().unwrap()) {
-                Ok(i) => i,
-                Err(e) => {
-                    outcome = Some((
-                        regs::ERR_ILLEGAL_INSN,
-                        pc,
-                        format!("instruction {pc} does not decode: {e}"),
-                    ));
-                    break;
-                }
-            };
-            if let Err(f) = insn.validate(&cfg) {
-                outcome = Some((f.code(), pc, format!("instruction {pc} ({insn}): {f}")));
-                break;
-            }
+        self.st.stored = (usize::MAX, 0);
+        let mut done = 0;
+        for (pc, insn) in insns.iter().enumerate() {
+            let pc = pc as u32;
             let m = insn.module();
             let d = insn.deps();
             let (prev, next) = timing::neighbours(m);
@@ -274,13 +319,14 @@ impl FuncSim {
                 if let (true, Some(from)) = (flag, from) {
                     let t = &mut tokens[from as usize][m as usize];
                     if *t == 0 {
-                        self.hang(pc, m, from, &executed);
+                        self.after_stores();
+                        self.hang(pc, m, from, &insns[..done]);
                         return;
                     }
                     *t -= 1;
                 }
             }
-            if let Err(msg) = exec::execute(&mut self.st, &insn) {
+            if let Err(msg) = exec::execute(&mut self.st, insn) {
                 outcome = Some((
                     ERR_DRAM_RANGE,
                     pc,
@@ -295,12 +341,72 @@ impl FuncSim {
             }
             self.insns_done = self.insns_done.wrapping_add(1);
             self.mac_active += insn.mac_cycles();
-            executed.push(insn);
+            done += 1;
         }
-        self.cycles = timing::estimate(&cfg, &self.timing, &executed).total_cycles;
+        self.after_stores();
+        self.cycles = match (cached_cycles, &outcome) {
+            (Some(c), None) => c,
+            _ => timing::estimate(&cfg, &self.timing, &insns[..done]).total_cycles,
+        };
         match outcome {
             Some((code, pc, msg)) => self.fault(code, pc, msg),
-            None => self.status = regs::STATUS_DONE,
+            None => {
+                self.status = regs::STATUS_DONE;
+                if cached_cycles.is_none() && self.decoded.len() < MAX_DECODED {
+                    let lo = self.prog_base as u64;
+                    let hi = lo + self.prog_len as u64 * INSN_BYTES as u64;
+                    self.code_span = Some(match self.code_span {
+                        Some((c0, c1)) => (c0.min(lo), c1.max(hi)),
+                        None => (lo, hi),
+                    });
+                    self.decoded.insert(
+                        key,
+                        Decoded {
+                            insns,
+                            cycles: self.cycles,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Decodes and checks the latched program up to its first bad instruction.
+    #[allow(clippy::type_complexity)]
+    fn decode(&self, cfg: &HwConfig) -> (Vec<Instruction>, Option<(u32, u32, String)>) {
+        let mut insns = Vec::with_capacity(self.prog_len.min(1 << 16) as usize);
+        for pc in 0..self.prog_len {
+            let addr = self.prog_base as u64 + pc as u64 * INSN_BYTES as u64;
+            let Some(word) = self
+                .st
+                .dram
+                .get(addr as usize..)
+                .and_then(|s| s.get(..INSN_BYTES))
+            else {
+                let msg = format!("instruction {pc} is fetched from {addr:#x}, beyond the DRAM");
+                return (insns, Some((ERR_DRAM_RANGE, pc, msg)));
+            };
+            let insn = match Instruction::decode(word.try_into().unwrap()) {
+                Ok(i) => i,
+                Err(e) => {
+                    let msg = format!("instruction {pc} does not decode: {e}");
+                    return (insns, Some((regs::ERR_ILLEGAL_INSN, pc, msg)));
+                }
+            };
+            if let Err(f) = insn.validate(cfg) {
+                let msg = format!("instruction {pc} ({insn}): {f}");
+                return (insns, Some((f.code(), pc, msg)));
+            }
+            insns.push(insn);
+        }
+        (insns, None)
+    }
+
+    /// Drops decoded programs the last run's stores overwrote.
+    fn after_stores(&mut self) {
+        let (lo, hi) = self.st.stored;
+        if lo < hi {
+            self.dram_written(lo as u64, hi as u64);
         }
     }
 
@@ -368,6 +474,8 @@ impl Npu for FuncSim {
 
     fn write_dram(&mut self, addr: u64, data: &[u8]) -> Result<(), SimError> {
         let range = dram_range(self.st.dram.len(), addr, data.len())?;
+        self.dram_written(range.start as u64, range.end as u64);
+        self.st.dram_written(range.start, range.end);
         self.st.dram[range].copy_from_slice(data);
         Ok(())
     }
