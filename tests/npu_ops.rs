@@ -1,4 +1,5 @@
-//! The lane-wise and layout operators on the NPU, on a network built for them: a channel Concat
+//! The lane-wise and layout operators on the NPU, on a network built for them: a channel
+//! shuffle (lanes relabelled, no copy), a channel Concat
 //! whose inputs are written in place (and a graph input copied into its slice), a BatchNorm
 //! after the Concat (a depthwise 1×1 convolution), LeakyRelu, a residual Add of two tensors
 //! whose channels sit in different lanes, average pooling that leaves the padding out of its
@@ -56,6 +57,17 @@ impl Builder {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: data_type::FLOAT,
             float_data: (0..n).map(|_| self.rng.gen_range(lo..hi)).collect(),
+            ..Default::default()
+        });
+        name.into()
+    }
+
+    fn shape(&mut self, name: &str, dims: &[i64]) -> String {
+        self.inits.push(TensorProto {
+            name: name.into(),
+            dims: vec![dims.len() as i64],
+            data_type: data_type::INT64,
+            int64_data: dims.to_vec(),
             ..Default::default()
         });
         name.into()
@@ -167,7 +179,18 @@ fn network() -> Vec<u8> {
     let mut b = Builder::new();
     let c1 = b.conv("c1", "x", 3, 24, 3, 1);
     let r1 = b.node("Relu", "r1", &[&c1], &[]);
-    let b1 = b.conv("b1", &r1, 24, 20, 1, 1);
+    // A channel shuffle (3 groups of 8): the NPU relabels lanes instead of moving bytes.
+    let s5 = b.shape("s5", &[1, 3, 8, SIDE as i64, SIDE as i64]);
+    let s4 = b.shape("s4", &[1, 24, SIDE as i64, SIDE as i64]);
+    let g = b.node("Reshape", "g", &[&r1, &s5], &[]);
+    let gt = b.node(
+        "Transpose",
+        "gt",
+        &[&g],
+        &[("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))],
+    );
+    let shuf = b.node("Reshape", "shuf", &[&gt, &s4], &[]);
+    let b1 = b.conv("b1", &shuf, 24, 20, 1, 1);
     let b2 = b.node(
         "MaxPool",
         "b2",

@@ -97,6 +97,9 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     let base_of_now = |alias: &HashMap<String, String>, i: &String| -> String {
         alias.get(i).cloned().unwrap_or_else(|| i.clone())
     };
+    let shuffles = channel_shuffles(graph);
+    // The Reshape and Transpose inside a shuffle the NPU does by relabelling lanes.
+    let mut shuffle_inner: HashSet<String> = HashSet::new();
     let mut stages: Vec<StagePlan> = Vec::new();
     let mut produced_here: HashSet<String> = HashSet::new();
     let runtime_inputs = |node: &Node| -> Vec<String> {
@@ -111,6 +114,28 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
         let out = node.outputs.first();
         let npu_stage = stages.last().is_some_and(|s| s.side == Side::Npu);
         let side = match &node.op {
+            // A channel shuffle of a tensor this NPU stage made: its lanes are relabelled, no
+            // byte moves.
+            _ if npu_stage
+                && out.is_some_and(|o| {
+                    shuffles
+                        .get(o.as_str())
+                        .is_some_and(|s| produced_here.contains(&s.input))
+                }) =>
+            {
+                let s = &shuffles[out.unwrap().as_str()];
+                shuffle_inner.extend(s.inner.iter().cloned());
+                Side::Npu
+            }
+            _ if npu_stage
+                && out.is_some_and(|o| {
+                    shuffles
+                        .values()
+                        .any(|s| s.inner.contains(o) && produced_here.contains(&s.input))
+                }) =>
+            {
+                Side::Npu
+            }
             op if is_reshape(op) => match (input, out) {
                 (Some(i), Some(o)) if npu_stage && produced_here.contains(i) => {
                     let (si, so) = (shape(i)?, shape(o)?);
@@ -221,8 +246,14 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     //    stage becomes a view into the Concat's tensor (`placed`), so its producer writes
     //    straight into its slice; any other input is copied into its slice (`copies`).
     let planned_node = |node: &Node| {
-        !is_reshape(&node.op) && !node.outputs.first().is_some_and(|o| alias.contains_key(o))
+        !is_reshape(&node.op)
+            && !node
+                .outputs
+                .first()
+                .is_some_and(|o| alias.contains_key(o) || shuffle_inner.contains(o))
     };
+    // Channel shuffles on the NPU: output → (tensor shuffled, input channel of each channel).
+    let mut permuted: HashMap<String, (String, Vec<usize>)> = HashMap::new();
     let mut layouts: HashMap<String, Layout> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut placed: HashMap<String, (String, usize)> = HashMap::new();
@@ -231,7 +262,31 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     let mut symmetric: HashSet<String> = HashSet::new();
     for stage in stages.iter().filter(|s| s.side == Side::Npu) {
         let mut made: HashSet<String> = HashSet::new();
-        for node in stage.nodes.iter().filter(|n| planned_node(n)) {
+        for node in &stage.nodes {
+            if let Some(sh) = node
+                .outputs
+                .first()
+                .and_then(|o| shuffles.get(o.as_str()))
+                .filter(|sh| shuffle_inner.contains(&sh.inner[0]))
+            {
+                let out = node.outputs[0].clone();
+                let base = base_of(&sh.input);
+                let from = layouts.get(&base).ok_or_else(|| {
+                    node_err(node, format!("shuffled tensor '{base}' has no layout"))
+                })?;
+                let layout = Layout {
+                    lanes: from.lanes,
+                    channel_lanes: sh.source.iter().map(|&c| from.channel_lanes[c]).collect(),
+                };
+                // A relabelled view of the same bytes: never a Concat slice of its own.
+                layouts.insert(out.clone(), layout);
+                order.push(out.clone());
+                permuted.insert(out, (base, sh.source.clone()));
+                continue;
+            }
+            if !planned_node(node) {
+                continue;
+            }
             let ins: Vec<String> = runtime_inputs(node).iter().map(|i| base_of(i)).collect();
             for i in &ins {
                 if !layouts.contains_key(i) {
@@ -241,6 +296,13 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
             }
             let out = node.outputs[0].clone();
             let layout = match &node.op {
+                // A depthwise convolution is lane-wise: it keeps its input's layout, so a
+                // shuffled or concatenated input needs no routing across lane blocks.
+                Op::Conv2d { weight, groups, .. }
+                    if *groups > 1 && weight.dim().0 == *groups && weight.dim().1 == 1 =>
+                {
+                    layouts[&ins[0]].clone()
+                }
                 Op::Conv2d { .. } | Op::Dense { .. } => {
                     Layout::dense(cfg, channels_of(&shape(&out)?))
                 }
@@ -260,7 +322,8 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                 _ => layouts[&ins[0]].clone(),
             };
             if let Op::LeakyRelu { .. } = node.op {
-                symmetric.insert(ins[0].clone());
+                let x = permuted.get(&ins[0]).map_or(&ins[0], |(base, _)| base);
+                symmetric.insert(x.clone());
             }
             layouts.insert(out.clone(), layout);
             order.push(out.clone());
@@ -281,12 +344,24 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     //    `order`, so walk it backwards).
     let mut arena = Arena::new(0);
     let mut tensors: HashMap<String, ActTensor> = HashMap::new();
-    for name in order.iter().rev() {
+    for name in order.iter().rev().filter(|n| !permuted.contains_key(*n)) {
         let t = match placed.get(name) {
             Some((parent, offset)) => {
                 tensors[parent].view(name, &shape(name)?, *offset, &layouts[name])
             }
             None => arena.alloc(name, &shape(name)?, &layouts[name]),
+        };
+        tensors.insert(name.clone(), t);
+    }
+    // Shuffles: the same bytes, channels relabelled.
+    for name in order.iter().filter(|n| permuted.contains_key(*n)) {
+        let (base, _) = &permuted[name];
+        let from = &tensors[base];
+        let t = ActTensor {
+            name: name.clone(),
+            shape: shape(name)?,
+            channel_lanes: layouts[name].channel_lanes.clone(),
+            ..from.clone()
         };
         tensors.insert(name.clone(), t);
     }
@@ -311,7 +386,9 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     for name in &order {
         let root = root_of(name);
         let producer = producer_of.get(name.as_str());
-        let q = if root != *name {
+        let q = if let Some((base, _)) = permuted.get(name) {
+            qp[base]
+        } else if root != *name {
             calib_q(&root, &root)?
         } else if let Some(p) = producer.filter(|p| {
             matches!(
@@ -627,6 +704,65 @@ impl Part {
             output,
         }
     }
+}
+
+/// A channel shuffle `Reshape [N, g, C/g, H, W] → Transpose (0, 2, 1, 3, 4) → Reshape
+/// [N, C, H, W]` (ShuffleNet's): output channel `c` is input channel
+/// `(c mod g)·C/g + c div g`.
+struct Shuffle {
+    /// The shuffled tensor.
+    input: String,
+    /// The outputs of the first Reshape and of the Transpose.
+    inner: Vec<String>,
+    /// Input channel of each output channel.
+    source: Vec<usize>,
+}
+
+/// Every channel shuffle of the graph, by output tensor.
+fn channel_shuffles(graph: &Graph) -> HashMap<String, Shuffle> {
+    let sole = |name: &str| -> Option<&Node> {
+        (graph.use_count(name) == 1 && !graph_outputs_contains(graph, name))
+            .then(|| graph.consumers(name).first().map(|&i| &graph.nodes[i]))
+            .flatten()
+    };
+    let mut out = HashMap::new();
+    for r1 in &graph.nodes {
+        let (Op::Reshape { .. }, [x], [y1]) = (&r1.op, &r1.inputs[..], &r1.outputs[..]) else {
+            continue;
+        };
+        let (Some(xs), Some(s1)) = (graph.shape_of(x), graph.shape_of(y1)) else {
+            continue;
+        };
+        let [n, c, h, w] = *xs else { continue };
+        let [n1, g, cg, h1, w1] = *s1 else { continue };
+        if (n1, h1, w1) != (n, h, w) || g * cg != c || g < 2 || cg < 2 {
+            continue;
+        }
+        let Some(t) = sole(y1) else { continue };
+        let Op::Transpose { perm } = &t.op else {
+            continue;
+        };
+        if perm[..] != [0, 2, 1, 3, 4] {
+            continue;
+        }
+        let Some(r2) = sole(&t.outputs[0]) else {
+            continue;
+        };
+        if !matches!(r2.op, Op::Reshape { .. })
+            || graph.shape_of(&r2.outputs[0]) != Some(&[n, c, h, w][..])
+        {
+            continue;
+        }
+        out.insert(
+            r2.outputs[0].clone(),
+            Shuffle {
+                input: x.clone(),
+                inner: vec![y1.clone(), t.outputs[0].clone()],
+                source: (0..c).map(|k| (k % g) * cg + k / g).collect(),
+            },
+        );
+    }
+    out
 }
 
 fn graph_outputs_contains(graph: &Graph, name: &str) -> bool {

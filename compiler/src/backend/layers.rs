@@ -337,10 +337,15 @@ pub fn plan(
             let inp = inputs[0];
             let in_blocks = inp.lanes / rows;
             let lane_channel = inp.lane_channels();
+            // The output's channel in each lane: in order, or (a depthwise convolution keeps
+            // its input's layout) wherever the layout put it.
+            let out_channel = output.lane_channels();
             let mut tiles = Vec::new();
             let mut sources = Vec::new();
             for nb in 0..n_blocks {
-                let outs: Vec<usize> = (nb * cols..((nb + 1) * cols).min(o)).collect();
+                let outs: Vec<usize> = (nb * cols..(nb + 1) * cols)
+                    .filter_map(|l| out_channel[l])
+                    .collect();
                 // Input blocks holding any channel of the groups of these outputs.
                 let mut needed: Vec<usize> = outs
                     .iter()
@@ -363,13 +368,11 @@ pub fn plan(
                                 kx,
                             });
                             pack_tile(cfg, &mut tiles, |r, c| {
-                                let oc = nb * cols + c;
-                                let Some(ci) = lane_channel[kb * rows + r] else {
+                                let (Some(ci), Some(oc)) =
+                                    (lane_channel[kb * rows + r], out_channel[nb * cols + c])
+                                else {
                                     return 0;
                                 };
-                                if oc >= o {
-                                    return 0;
-                                }
                                 let g = oc / og;
                                 if ci < g * cg || ci >= (g + 1) * cg {
                                     return 0;
@@ -381,6 +384,10 @@ pub fn plan(
                 }
                 sources.push(list);
             }
+            // Per-lane requantization parameters (padding lanes: all zero).
+            let per_lane = |v: &ndarray::Array1<i32>| -> Vec<i32> {
+                out_channel.iter().map(|c| c.map_or(0, |c| v[c])).collect()
+            };
             Ok(LayerPlan {
                 geometry: Geometry {
                     kernel: [kh, kw],
@@ -393,9 +400,9 @@ pub fn plan(
                 tiles,
                 params: pack_params(
                     cfg,
-                    q.bias.as_slice().unwrap_or(&[]),
-                    q.mult.as_slice().unwrap_or(&[]),
-                    q.shift.as_slice().unwrap_or(&[]),
+                    &per_lane(&q.bias),
+                    &per_lane(&q.mult),
+                    &per_lane(&q.shift),
                 ),
                 zero_point: q.out_zero_point,
                 clamp_lo: q.clamp_lo,
