@@ -7,7 +7,7 @@
 mod rtl_support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rtl_support::{deps, gemm, load, run_ok, sim, NONE};
+use rtl_support::{gemm_heavy, run_ok, sim};
 use sinter_isa::insn::{Deps, Dma, Gemm, Instruction, Walk};
 use sinter_isa::{regs, Buffer, GemmMode, HwConfig};
 use sinter_sim::func::FuncSim;
@@ -15,46 +15,10 @@ use sinter_sim::randprog::Rng;
 use sinter_sim::Npu;
 use std::time::Duration;
 
-/// Loads 1024 activation rows and 4 weight tiles, then `reps` accumulating GEMMs of 64 rows
-/// each: the array is busy nearly every cycle, so this measures the simulator, not stalls.
-fn rtl_gemm_heavy(cfg: &HwConfig, reps: u16) -> Vec<Instruction> {
-    let mut prog = vec![
-        load(cfg, Buffer::Act, 0x1_0000, 0, 1024, NONE),
-        load(
-            cfg,
-            Buffer::Wgt,
-            0x8_0000,
-            0,
-            4,
-            deps(false, false, false, true),
-        ),
-    ];
-    for k in 0..reps {
-        prog.push(gemm(
-            Walk {
-                base: 0,
-                stride_outer: 0,
-                stride_inner: 1,
-            },
-            Walk {
-                base: 0,
-                stride_outer: 64,
-                stride_inner: 1,
-            },
-            k % 4,
-            16,
-            64,
-            k > 0,
-            deps(k == 0, false, false, false),
-        ));
-    }
-    prog
-}
-
 fn bench_rtl(c: &mut Criterion) {
     let cfg = HwConfig::DEFAULT;
     let mut s = sim(cfg);
-    let prog = rtl_gemm_heavy(&cfg, 256);
+    let prog = gemm_heavy(&cfg, 256);
     // Cycles are the same on every run of the program: count them once for the throughput.
     let cycles = run_ok(&mut s, &prog).cycles;
     let mut group = c.benchmark_group("rtl");

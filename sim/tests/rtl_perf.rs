@@ -4,43 +4,7 @@
 mod rtl_support;
 
 use rtl_support::*;
-use sinter_isa::{Buffer, HwConfig, Instruction, Walk};
-
-fn gemm_heavy(cfg: &HwConfig, reps: u16) -> Vec<Instruction> {
-    let rows = 1024u16;
-    let mut prog = vec![
-        load(cfg, Buffer::Act, 0x1_0000, 0, rows, NONE),
-        load(
-            cfg,
-            Buffer::Wgt,
-            0x8_0000,
-            0,
-            4,
-            deps(false, false, false, true),
-        ),
-    ];
-    for k in 0..reps {
-        // 16 tiles of the reduction accumulated into 64 output rows.
-        prog.push(gemm(
-            Walk {
-                base: 0,
-                stride_outer: 0,
-                stride_inner: 1,
-            },
-            Walk {
-                base: 0,
-                stride_outer: 64,
-                stride_inner: 1,
-            },
-            k % 4,
-            16,
-            64,
-            k > 0,
-            deps(k == 0, false, false, false),
-        ));
-    }
-    prog
-}
+use sinter_isa::HwConfig;
 
 #[test]
 fn gemm_heavy_keeps_the_array_busy() {

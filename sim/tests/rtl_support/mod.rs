@@ -253,3 +253,41 @@ pub fn readback_act_with(
         Instruction::Store(st),
     ]
 }
+
+/// Loads 1024 activation rows and 4 weight tiles, then `reps` accumulating GEMMs of 64 rows
+/// each (16 tiles of the reduction into 64 output rows): the array is busy nearly every cycle.
+pub fn gemm_heavy(cfg: &HwConfig, reps: u16) -> Vec<Instruction> {
+    let rows = 1024u16;
+    let mut prog = vec![
+        load(cfg, Buffer::Act, 0x1_0000, 0, rows, NONE),
+        load(
+            cfg,
+            Buffer::Wgt,
+            0x8_0000,
+            0,
+            4,
+            deps(false, false, false, true),
+        ),
+    ];
+    for k in 0..reps {
+        // 16 tiles of the reduction accumulated into 64 output rows.
+        prog.push(gemm(
+            Walk {
+                base: 0,
+                stride_outer: 0,
+                stride_inner: 1,
+            },
+            Walk {
+                base: 0,
+                stride_outer: 64,
+                stride_inner: 1,
+            },
+            k % 4,
+            16,
+            64,
+            k > 0,
+            deps(k == 0, false, false, false),
+        ));
+    }
+    prog
+}
