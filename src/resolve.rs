@@ -79,6 +79,57 @@ pub struct RefArgs {
     pub batch: usize,
 }
 
+/// A bundle as `run` and `serve` take it, with where it came from.
+pub struct Opened {
+    pub bundle: Bundle,
+    /// The workspace: always for a model reference; for a file, when there is one (to record
+    /// the run in).
+    pub ws: Option<Workspace>,
+    pub source: Source,
+}
+
+/// Where an [`Opened`] bundle came from.
+pub enum Source {
+    File(PathBuf),
+    /// A registered model, compiled or reused for the requested hardware and batch.
+    Model {
+        reference: String,
+        version: Box<ModelVersion>,
+        bundle_hash: String,
+    },
+}
+
+/// Opens `model` (a bundle file or a model reference) the way `run` and `serve` take it.
+pub fn open_target(ctx: &crate::ctx::Ctx, model: &str, build: &RefArgs) -> anyhow::Result<Opened> {
+    Ok(match Target::parse(model)? {
+        Target::File(path) => Opened {
+            bundle: crate::open_bundle(&path)?,
+            ws: ctx.open_if_present(),
+            source: Source::File(path),
+        },
+        Target::Model(r) => {
+            let ws = ctx.open()?;
+            let spinner = Spinner::new(ctx.json);
+            let opts = BuildOptions {
+                hw: build.hw,
+                batch: build.batch,
+                name: None,
+            };
+            let res = compile_ref(&ws, &r, &opts, build.calib.as_deref(), false, &spinner)?;
+            spinner.done();
+            Opened {
+                bundle: res.bundle,
+                ws: Some(ws),
+                source: Source::Model {
+                    reference: r.to_string(),
+                    version: Box::new(res.version),
+                    bundle_hash: res.bundle_hash,
+                },
+            }
+        }
+    })
+}
+
 /// A bundle obtained from a model reference.
 pub struct Resolved {
     pub version: ModelVersion,

@@ -2,8 +2,7 @@
 
 use crate::ctx::Ctx;
 use crate::interrupt;
-use crate::progress::Spinner;
-use crate::resolve::{BuildOptions, Target};
+use crate::resolve::{Opened, Source};
 use crate::workspace::{LogLevel, RunHandle, RunInputs, RunKind, Workspace};
 use anyhow::Context;
 use ndarray::ArrayD;
@@ -162,54 +161,29 @@ struct Outcome {
 
 pub fn main(a: RunArgs, ctx: &Ctx) -> anyhow::Result<()> {
     check_trace(a.trace.as_deref(), a.device.device)?;
-    let (bundle, ws, mut inputs, bundle_artifact, label) = match Target::parse(&a.model)? {
-        Target::File(path) => {
-            let bundle = crate::open_bundle(&path)?;
-            let ws = ctx.open_if_present();
+    let Opened { bundle, ws, source } = crate::resolve::open_target(ctx, &a.model, &a.build)?;
+    let (mut inputs, bundle_artifact, label) = match source {
+        Source::File(path) => {
             let inputs = RunInputs {
                 options: serde_json::json!({ "bundle": path.display().to_string() }),
                 ..RunInputs::default()
             };
-            (
-                bundle,
-                ws,
-                inputs,
-                BundleArtifact::File(path),
-                a.model.clone(),
-            )
+            (inputs, BundleArtifact::File(path), a.model.clone())
         }
-        Target::Model(r) => {
-            let ws = ctx.open()?;
-            let spinner = Spinner::new(ctx.json);
-            let opts = BuildOptions {
-                hw: a.build.hw,
-                batch: a.build.batch,
-                name: None,
-            };
-            let res = crate::resolve::compile_ref(
-                &ws,
-                &r,
-                &opts,
-                a.build.calib.as_deref(),
-                false,
-                &spinner,
-            )?;
-            spinner.done();
-            let mut inputs = RunInputs::for_version(&res.version);
+        Source::Model {
+            reference,
+            version,
+            bundle_hash,
+        } => {
+            let mut inputs = RunInputs::for_version(&version);
             inputs.options = serde_json::json!({
-                "reference": r.to_string(),
-                "bundle_hash": res.bundle_hash,
-                "hw": res.bundle.config.to_string(),
-                "batch": res.bundle.manifest.batch,
+                "reference": reference,
+                "bundle_hash": bundle_hash,
+                "hw": bundle.config.to_string(),
+                "batch": bundle.manifest.batch,
             });
-            let label = format!("{}:{}", res.version.name, res.version.version);
-            (
-                res.bundle,
-                Some(ws),
-                inputs,
-                BundleArtifact::Stored(res.bundle_hash),
-                label,
-            )
+            let label = format!("{}:{}", version.name, version.version);
+            (inputs, BundleArtifact::Stored(bundle_hash), label)
         }
     };
     if let Some(o) = inputs.options.as_object_mut() {

@@ -7,48 +7,35 @@
 //! until the next command opens the workspace and marks them `failed`.
 
 use crate::ctx::Ctx;
-use crate::progress::Spinner;
-use crate::resolve::{BuildOptions, Target};
+use crate::resolve::{Opened, Source};
 use crate::serve::{serve_bundle, ServeArgs, Shutdown};
 use crate::workspace::{LogLevel, NewDeployment, RunInputs, RunKind};
 use serde_json::json;
 
 pub fn main(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let device = a.device.device.to_string();
-    let (bundle, ws, inputs, served) = match Target::parse(&a.model)? {
-        Target::File(path) => {
-            let bundle = crate::open_bundle(&path)?;
+    let Opened { bundle, ws, source } = crate::resolve::open_target(ctx, &a.model, &a.build)?;
+    let (inputs, served) = match source {
+        Source::File(path) => {
             let inputs = RunInputs {
                 options: json!({ "bundle": path.display().to_string() }),
                 ..RunInputs::default()
             };
-            (bundle, ctx.open_if_present(), inputs, Served::File(path))
+            (inputs, Served::File(path))
         }
-        Target::Model(r) => {
-            let ws = ctx.open()?;
-            let spinner = Spinner::new(ctx.json);
-            let opts = BuildOptions {
-                hw: a.build.hw,
-                batch: a.build.batch,
-                name: None,
-            };
-            let res = crate::resolve::compile_ref(
-                &ws,
-                &r,
-                &opts,
-                a.build.calib.as_deref(),
-                false,
-                &spinner,
-            )?;
-            spinner.done();
-            let mut inputs = RunInputs::for_version(&res.version);
-            inputs.options = json!({ "reference": r.to_string(), "bundle_hash": res.bundle_hash });
+        Source::Model {
+            reference,
+            version,
+            bundle_hash,
+        } => {
+            let mut inputs = RunInputs::for_version(&version);
+            inputs.options = json!({ "reference": reference, "bundle_hash": bundle_hash });
             let served = Served::Model {
-                name: res.version.name.clone(),
-                version: res.version.version,
-                hash: res.bundle_hash.clone(),
+                name: version.name.clone(),
+                version: version.version,
+                hash: bundle_hash,
             };
-            (res.bundle, Some(ws), inputs, served)
+            (inputs, served)
         }
     };
     let label = a.model.clone();

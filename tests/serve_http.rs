@@ -5,26 +5,11 @@ use serde_json::{json, Value};
 use sinter_host::sample::{dense, DenseSample};
 use sinter_host::Tensor;
 use sinter_isa::HwConfig;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::TempDir;
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{spawn_server, Server, TempDir};
 
 fn sample() -> DenseSample {
     dense(HwConfig::SMALL, 2, 6, 5, true)
@@ -38,38 +23,18 @@ fn start_with(s: &DenseSample, extra: &[&str]) -> Server {
     let dir = TempDir::new("serve");
     let path = dir.0.join("model.sntr");
     s.bundle.save(&path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sinter"))
-        .args([
-            "serve",
-            path.to_str().unwrap(),
-            "--port",
-            "0",
-            "--device",
-            "func",
-        ])
-        .args(extra)
-        .env("SINTER_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start sinter serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server printed its address");
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sinter"));
+    cmd.args([
+        "serve",
+        path.to_str().unwrap(),
+        "--port",
+        "0",
+        "--device",
+        "func",
+    ])
+    .args(extra)
+    .env("SINTER_LOG", "warn");
+    spawn_server(cmd, Some(dir))
 }
 
 fn rows(n: usize, k: usize) -> Vec<f32> {

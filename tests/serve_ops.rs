@@ -3,30 +3,17 @@
 
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use sinter_host::sample::{dense, DenseSample};
+use sinter_host::sample::{dense, hanging, DenseSample};
 use sinter_host::Tensor;
-use sinter_isa::bundle::{Bundle, Stage};
-use sinter_isa::{Deps, HwConfig, Instruction, Module, Sync};
-use std::io::{BufRead, BufReader, Write};
+use sinter_isa::bundle::Bundle;
+use sinter_isa::HwConfig;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::TempDir;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{spawn_server, Server, TempDir};
 
 fn sinter(ws: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sinter"));
@@ -43,61 +30,16 @@ fn start(ws: &Path, bundle: &Bundle, extra: &[&str]) -> Server {
             .as_nanos()
     ));
     bundle.save(&path).unwrap();
-    let mut child = sinter(ws)
-        .arg("serve")
+    let mut cmd = sinter(ws);
+    cmd.arg("serve")
         .arg(&path)
         .args(["--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start sinter serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server printed its address");
-    Server { child, base }
+        .args(extra);
+    spawn_server(cmd, None)
 }
 
 fn sample() -> DenseSample {
     dense(HwConfig::SMALL, 2, 6, 5, true)
-}
-
-/// The sample with one more instruction that waits for a token nobody pushes: every run hangs.
-fn hanging(s: &DenseSample) -> Bundle {
-    let b = &s.bundle;
-    let mut program = b.program.clone();
-    program.push(Instruction::Sync(Sync {
-        deps: Deps {
-            pop_prev: true,
-            ..Deps::NONE
-        },
-        module: Module::Store,
-    }));
-    let mut manifest = b.manifest.clone();
-    manifest.layers[0].insn_end += 1;
-    let mut io = b.io.clone();
-    for stage in &mut io.stages {
-        if let Stage::Npu { insn_end, .. } = stage {
-            *insn_end += 1;
-        }
-    }
-    Bundle::new(
-        b.config,
-        manifest,
-        io,
-        program,
-        b.weights().to_vec(),
-        b.cpu_bytes().to_vec(),
-    )
 }
 
 fn rows(n: usize, seed: usize) -> Vec<f32> {
@@ -252,7 +194,7 @@ fn a_full_queue_answers_503() {
     let s = sample();
     let srv = start(
         &dir.0,
-        &hanging(&s),
+        &hanging(&s.bundle),
         &[
             "--max-queue-size",
             "1",
@@ -303,7 +245,7 @@ fn a_hung_device_fails_its_request_and_returns_to_the_pool() {
     let timeout = Duration::from_millis(1000);
     let srv = start(
         &dir.0,
-        &hanging(&s),
+        &hanging(&s.bundle),
         &[
             "--devices",
             "2",
@@ -710,7 +652,7 @@ fn fixed_shape_without_batching_and_graceful_shutdown() {
 
     // SIGTERM while requests are in flight: they are answered, then the server exits cleanly.
     let dir2 = TempDir::new("drain");
-    let mut slow = start(&dir2.0, &hanging(&s), &["--timeout-ms", "800"]);
+    let mut slow = start(&dir2.0, &hanging(&s.bundle), &["--timeout-ms", "800"]);
     let url = format!("{}/v2/models/dense_softmax/infer", slow.base);
     let x = rows(1, 0);
     let pending = std::thread::spawn(move || Client::new().post(&url).json(&request(&x)).send());

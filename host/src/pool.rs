@@ -164,38 +164,9 @@ impl<T: Transport> Drop for PooledRuntime<'_, T> {
 mod tests {
     use super::*;
     use crate::driver::Driver;
-    use crate::sample::dense;
+    use crate::sample::{dense, hanging};
     use crate::transport::FuncTransport;
-    use sinter_isa::bundle::Stage;
-    use sinter_isa::{Deps, HwConfig, Instruction, Module, Sync};
-
-    /// The bundle with one more instruction that waits for a token nobody pushes.
-    fn hanging(b: &Bundle) -> Bundle {
-        let mut program = b.program.clone();
-        program.push(Instruction::Sync(Sync {
-            deps: Deps {
-                pop_prev: true,
-                ..Deps::NONE
-            },
-            module: Module::Store,
-        }));
-        let mut manifest = b.manifest.clone();
-        manifest.layers[0].insn_end += 1;
-        let mut io = b.io.clone();
-        for stage in &mut io.stages {
-            if let Stage::Npu { insn_end, .. } = stage {
-                *insn_end += 1;
-            }
-        }
-        Bundle::new(
-            b.config,
-            manifest,
-            io,
-            program,
-            b.weights().to_vec(),
-            b.cpu_bytes().to_vec(),
-        )
-    }
+    use sinter_isa::HwConfig;
 
     fn runtime(b: Bundle, timeout: Duration) -> Runtime<FuncTransport> {
         let t = FuncTransport::func(HwConfig::SMALL, 1 << 16).unwrap();

@@ -13,7 +13,9 @@ use sinter_isa::bundle::{
 use sinter_isa::numeric::{quantize_multiplier, requant_lane, softmax_in_place, QParams};
 use sinter_isa::tensor::Tensor;
 use sinter_isa::timing::{estimate, TimingParams};
-use sinter_isa::{Buffer, Deps, Dma, Gemm, HwConfig, Instruction, VecInsn, VecOp, Walk};
+use sinter_isa::{
+    Buffer, Deps, Dma, Gemm, HwConfig, Instruction, Module, Sync, VecInsn, VecOp, Walk,
+};
 use std::collections::HashMap;
 
 /// The sample model and the numbers it was built from.
@@ -332,6 +334,39 @@ pub fn sample_inputs(sigs: &[TensorSig], rows: usize) -> HashMap<String, Tensor>
             (sig.name.clone(), Tensor { shape, data })
         })
         .collect()
+}
+
+/// `bundle` with one more instruction at the end of its program: a store that waits for a
+/// token nobody pushes, so every run hangs (for tests of timeouts and device recovery).
+pub fn hanging(b: &Bundle) -> Bundle {
+    let mut program = b.program.clone();
+    program.push(Instruction::Sync(Sync {
+        deps: Deps {
+            pop_prev: true,
+            ..Deps::NONE
+        },
+        module: Module::Store,
+    }));
+    let mut manifest = b.manifest.clone();
+    if let Some(last) = manifest.layers.last_mut() {
+        last.insn_end += 1;
+    }
+    let mut io = b.io.clone();
+    for stage in &mut io.stages {
+        if let Stage::Npu { insn_end, .. } = stage {
+            if *insn_end as usize == b.program.len() {
+                *insn_end += 1;
+            }
+        }
+    }
+    Bundle::new(
+        b.config,
+        manifest,
+        io,
+        program,
+        b.weights().to_vec(),
+        b.cpu_bytes().to_vec(),
+    )
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The driver and runtime on the functional model (and on the RTL when it is built).
 
-use sinter_host::sample::{dense, DenseSample};
+use sinter_host::sample::{dense, hanging, DenseSample};
 use sinter_host::{
     CycleSource, DeviceKind, Driver, FuncTransport, HostError, Runtime, Tensor, Transport,
 };
 use sinter_isa::bundle::Bundle;
-use sinter_isa::{Buffer, Deps, Dma, HwConfig, Instruction, Sync};
+use sinter_isa::{Buffer, Dma, HwConfig, Instruction};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -124,35 +124,6 @@ fn too_little_device_memory_is_refused() {
     assert!(matches!(e, HostError::DeviceMemory { .. }), "{e}");
 }
 
-/// The sample with one more instruction: a store that waits for a token nobody pushes.
-fn hanging(s: &DenseSample) -> Bundle {
-    let b = &s.bundle;
-    let mut program = b.program.clone();
-    program.push(Instruction::Sync(Sync {
-        deps: Deps {
-            pop_prev: true,
-            ..Deps::NONE
-        },
-        module: sinter_isa::Module::Store,
-    }));
-    let mut manifest = b.manifest.clone();
-    manifest.layers[0].insn_end += 1;
-    let mut io = b.io.clone();
-    for stage in &mut io.stages {
-        if let sinter_isa::bundle::Stage::Npu { insn_end, .. } = stage {
-            *insn_end += 1;
-        }
-    }
-    Bundle::new(
-        b.config,
-        manifest,
-        io,
-        program,
-        b.weights().to_vec(),
-        b.cpu_bytes().to_vec(),
-    )
-}
-
 #[test]
 fn hung_device_times_out_and_recovers() {
     let s = dense(HwConfig::SMALL, 1, 6, 5, false);
@@ -160,7 +131,7 @@ fn hung_device_times_out_and_recovers() {
     let driver = Driver::new(t)
         .unwrap()
         .with_timeout(Duration::from_millis(200));
-    let mut rt = Runtime::new(driver, hanging(&s)).unwrap();
+    let mut rt = Runtime::new(driver, hanging(&s.bundle)).unwrap();
     let x = batch_of(1, 6, 3);
     let started = Instant::now();
     let e = rt.infer(&inputs(x.clone())).unwrap_err();
@@ -173,7 +144,7 @@ fn hung_device_times_out_and_recovers() {
     let mut driver = Driver::new(FuncTransport::func(HwConfig::SMALL, 1 << 16).unwrap())
         .unwrap()
         .with_timeout(Duration::from_millis(200));
-    driver.load(&hanging(&s)).unwrap();
+    driver.load(&hanging(&s.bundle)).unwrap();
     assert!(matches!(driver.run(), Err(HostError::DeviceHung { .. })));
     let mut rt = Runtime::new(driver, s.bundle.clone()).unwrap();
     let out = rt.infer(&inputs(x.clone())).unwrap();
@@ -263,7 +234,7 @@ fn hung_rtl_device_times_out_and_recovers() {
     let mut driver = Driver::new(t)
         .unwrap()
         .with_timeout(Duration::from_millis(300));
-    driver.load(&hanging(&s)).unwrap();
+    driver.load(&hanging(&s.bundle)).unwrap();
     let started = Instant::now();
     let e = driver.run().unwrap_err();
     assert!(matches!(e, HostError::DeviceHung { .. }), "{e}");
