@@ -6,6 +6,10 @@
 //! count, a pool larger than the weight buffer, and a convolution reading the segmented
 //! layout. Channel counts are deliberately not multiples of the array size.
 //!
+//! A second network exercises the tiling choices: 1×1 convolutions with stride 2 (with and
+//! without padding) whose windows the DMA fetches subsampled, and 1×1 convolutions with more
+//! input blocks than half the activation buffer holds for one tile.
+//!
 //! The whole network must run on the NPU; its int8 result must stay close to the float
 //! interpreter; and the RTL must agree with the functional model bit for bit.
 
@@ -26,8 +30,9 @@ use sinter_compiler::{interp, onnx};
 use sinter_host::runtime::open_runtime;
 use sinter_host::transport::DeviceKind;
 use sinter_isa::bundle::{Bundle, Stage};
+use sinter_isa::insn::{Dma, Instruction};
 use sinter_isa::tensor::Tensor;
-use sinter_isa::HwConfig;
+use sinter_isa::{Buffer, HwConfig};
 
 struct Builder {
     rng: StdRng,
@@ -243,15 +248,70 @@ fn network() -> Vec<u8> {
     b.model(("x", &[1, 3, SIDE, SIDE]), ("y", &[1, 10]))
 }
 
+/// Input channels and side of [`projections`].
+const PROJ_C: usize = 40;
+const PROJ_SIDE: usize = 15;
+
+/// The tiling network: see the module documentation.
+fn projections() -> Vec<u8> {
+    let mut b = Builder::new();
+    let conv = |b: &mut Builder, name: &str, x: &str, cin, cout, stride, pads: [i64; 4]| {
+        let w = b.weight(&format!("{name}_w"), &[cout, cin, 1, 1], -0.3, 0.3);
+        let bias = b.weight(&format!("{name}_b"), &[cout], -0.2, 0.2);
+        b.node(
+            "Conv",
+            name,
+            &[x, &w, &bias],
+            &[
+                ("pads", Attr::Ints(pads.to_vec())),
+                ("strides", Attr::Ints(vec![stride; 2])),
+            ],
+        )
+    };
+    // 15×15 → 8×8 both ways: every other pixel from the first, or from the padding on top and
+    // left with the first row and column of the image.
+    let p1 = conv(&mut b, "p1", "x", PROJ_C, 24, 2, [0; 4]);
+    let p2 = conv(&mut b, "p2", "x", PROJ_C, 24, 2, [1, 1, 0, 0]);
+    let sum = b.node("Add", "sum", &[&p1, &p2], &[]);
+    let r = b.node("Relu", "r", &[&sum], &[]);
+    let wide = conv(&mut b, "wide", &r, 24, 136, 1, [0; 4]);
+    let rw = b.node("Relu", "rw", &[&wide], &[]);
+    // 136 channels of 8×8 pixels: more than half the activation buffer of either array.
+    let narrow = conv(&mut b, "narrow", &rw, 136, 72, 1, [0; 4]);
+    let pool = b.node(
+        "AveragePool",
+        "pool",
+        &[&narrow],
+        &[("kernel_shape", Attr::Ints(vec![8, 8]))],
+    );
+    let flat = b.node("Flatten", "flat", &[&pool], &[]);
+    let wf = b.weight("fc_w", &[72, 10], -0.3, 0.3);
+    let bf = b.weight("fc_b", &[10], -0.1, 0.1);
+    b.node("Gemm", "y", &[&flat, &wf, &bf], &[]);
+    b.model(("x", &[1, PROJ_C, PROJ_SIDE, PROJ_SIDE]), ("y", &[1, 10]))
+}
+
 fn inputs(n: usize, seed: u64) -> ArrayD<f32> {
+    inputs_shaped(&[n, 3, SIDE, SIDE], seed)
+}
+
+fn inputs_shaped(shape: &[usize], seed: u64) -> ArrayD<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    ArrayD::from_shape_fn(IxDyn(&[n, 3, SIDE, SIDE]), |_| rng.gen_range(-1.0..1.0))
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.gen_range(-1.0..1.0))
+}
+
+/// The input shape `onnx` declares.
+fn input_shape(onnx: &[u8]) -> Vec<usize> {
+    let graph = onnx::parse_model(onnx).unwrap();
+    graph.inputs[0].shape.clone()
 }
 
 fn bundle(onnx: &[u8], hw: HwConfig) -> Bundle {
+    let mut calib = input_shape(onnx);
+    calib[0] = 16;
     compile(
         onnx,
-        &inputs(16, 1),
+        &inputs_shaped(&calib, 1),
         &CompileOptions {
             hw,
             batch: 1,
@@ -298,12 +358,18 @@ fn every_operator_runs_on_the_npu_and_concat_inputs_are_written_in_place() {
 
 #[test]
 fn int8_stays_close_to_float() {
-    let onnx = network();
-    let b = bundle(&onnx, HwConfig::DEFAULT);
-    let graph = onnx::parse_model(&onnx).unwrap();
+    for onnx in [network(), projections()] {
+        int8_close_to_float(&onnx);
+    }
+}
+
+fn int8_close_to_float(onnx: &[u8]) {
+    let b = bundle(onnx, HwConfig::DEFAULT);
+    let graph = onnx::parse_model(onnx).unwrap();
+    let shape = input_shape(onnx);
     let mut worst = 0f32;
     for seed in 10..14 {
-        let x = inputs(1, seed);
+        let x = inputs_shaped(&shape, seed);
         let want = interp::run(&graph, &HashMap::from([("x".to_string(), x.clone())])).unwrap();
         let want: Vec<f32> = want["y"].iter().copied().collect();
         let (got, _) = run(&b, DeviceKind::Func, &x);
@@ -326,15 +392,55 @@ fn int8_stays_close_to_float() {
 
 #[test]
 fn rtl_matches_the_functional_model() {
-    let onnx = network();
+    for (onnx, x) in [
+        (network(), inputs(1, 99)),
+        (
+            projections(),
+            inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], 99),
+        ),
+    ] {
+        rtl_matches_func(&onnx, &x);
+    }
+}
+
+fn rtl_matches_func(onnx: &[u8], x: &ArrayD<f32>) {
     for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
-        let b = bundle(&onnx, hw);
-        let x = inputs(1, 99);
+        let b = bundle(onnx, hw);
+        let x = x.clone();
         let (f_out, f_dram) = run(&b, DeviceKind::Func, &x);
         let (r_out, r_dram) = run(&b, DeviceKind::Rtl, &x);
         assert_eq!(f_out, r_out, "{}x{}: outputs differ", hw.rows, hw.cols);
         if let Some(at) = f_dram.iter().zip(&r_dram).position(|(a, b)| a != b) {
             panic!("{}x{}: DRAM differs at {at:#x}", hw.rows, hw.cols);
+        }
+    }
+}
+
+#[test]
+fn strided_pointwise_convolutions_fetch_only_the_pixels_they_read() {
+    for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
+        let b = bundle(&projections(), hw);
+        assert_eq!(b.io.stages.len(), 1, "one NPU stage: {:?}", b.io.stages);
+        for name in ["p1", "p2"] {
+            let l = b.manifest.layers.iter().find(|l| l.name == name).unwrap();
+            let loads: Vec<&Dma> = b.program[l.insn_start as usize..l.insn_end as usize]
+                .iter()
+                .filter_map(|i| match i {
+                    Instruction::Load(d) if d.buffer == Buffer::Act => Some(d),
+                    _ => None,
+                })
+                .collect();
+            assert!(!loads.is_empty());
+            for d in loads {
+                // A window of at most the 8×8 output pixels (padding included), every other
+                // input pixel: not the 15-pixel-wide span of the input.
+                let (h, w) = (
+                    d.pad_top as usize + d.y_size as usize + d.pad_bottom as usize,
+                    d.pad_left as usize + d.x_size as usize + d.pad_right as usize,
+                );
+                assert!(h <= 8 && w <= 8, "{name}: window {h}×{w}: {d:?}");
+                assert!(d.x_stride >= 2 * hw.rows, "{name}: {d:?}");
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 // Instruction fetch: reads PROG_LEN instructions from PROG_BASE in bursts of up to BURST
 // instructions into a FIFO that feeds the decoder. A burst is only requested when the FIFO has
 // room for all of it, counting instructions already in flight, because responses cannot stall.
+// A fetch can wait behind the beats a DMA has in flight on the shared read port; the FIFO is
+// deep enough that the modules keep running on what it holds meanwhile.
 module sinter_prog_fetch #(
   parameter int unsigned BUS_BYTES  = 32,
-  parameter int unsigned FIFO_DEPTH = 8,
-  parameter int unsigned BURST      = 4
+  parameter int unsigned FIFO_DEPTH = 32,
+  parameter int unsigned BURST      = 8
 ) (
   input  logic                   clk_i,
   input  logic                   rst_ni,

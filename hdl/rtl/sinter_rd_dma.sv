@@ -6,9 +6,14 @@
 // padding position writes the pad row directly, in a cycle in which no response beat needs the
 // buffer's write port. Responses return in order and are written as they arrive, so the tag
 // queue depth bounds the elements in flight and nothing ever has to stall a response.
+//
+// The beats in flight are also capped (MAX_BEATS): responses come back in request order over a
+// port the instruction fetch shares, so every beat queued ahead of a fetch delays it. The cap
+// is enough to stream at one beat per cycle over the memory latency, and no more.
 module sinter_rd_dma #(
   parameter int unsigned BUS_BYTES = 32,
   parameter int unsigned TAG_DEPTH = 32,
+  parameter int unsigned MAX_BEATS = 32,
   parameter int unsigned BW        = 8,    // width of the beats-per-element count
   parameter int unsigned LB        = $clog2(BUS_BYTES)
 ) (
@@ -63,7 +68,11 @@ module sinter_rd_dma #(
   assign in_data  = data_row && (px_q >= pl_q) && (px_q < x_end_q);
   assign row_wrap = (px_q == w_last_q);
 
-  assign req_valid_o = gen_q && in_data && !tag_full;
+  // Beats requested and not yet answered.
+  logic [15:0] beats_out_q;
+  logic        beats_room;
+  assign beats_room  = (beats_out_q + 16'(beats_q) <= 16'(MAX_BEATS)) || (beats_out_q == '0);
+  assign req_valid_o = gen_q && in_data && !tag_full && beats_room;
   assign req_addr_o  = {cur_addr_q[31:LB], {LB{1'b0}}};
   assign req_len_o   = 16'(beats_q);
   assign req_fire    = req_valid_o && req_ready_i;
@@ -143,6 +152,14 @@ module sinter_rd_dma #(
   );
 
   assign tag_pop = resp_valid_i && (bcnt_q == beats_q - BW'(1));
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni || abort_i) begin
+      beats_out_q <= '0;
+    end else begin
+      beats_out_q <= beats_out_q + (req_fire ? 16'(beats_q) : 16'd0) - {15'd0, resp_valid_i};
+    end
+  end
 
   always_ff @(posedge clk_i) begin
     if (!rst_ni || abort_i || start_i) begin

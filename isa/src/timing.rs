@@ -70,11 +70,25 @@ pub fn fetch_cycles(cfg: &HwConfig) -> u64 {
 /// Predicts the schedule of a (valid) program: every module runs its instructions in order; an
 /// instruction starts when its module is free, when it has been fetched, and when each token it
 /// pops has been pushed (the k-th pop from a neighbour waits for that neighbour's k-th push).
+///
+/// Back-to-back GEMMs overlap: the compute module accepts a GEMM in the cycle the previous one
+/// issues its last row, if everything the new one waits for is there by then, instead of after
+/// the previous one has drained. A GEMM accepted that way blocks the next overlap until its
+/// predecessor has completed, which takes three of its own rows.
+///
+/// Instructions are fetched over the read port the load module's DMA uses, so a load is
+/// charged the fetch beats of the instructions since the load module's previous one: those are
+/// about the ones fetched while it streams.
 pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Schedule {
     // Push times of tokens on each directed edge, indexed [from][to].
     let mut pushes: [[Vec<u64>; 3]; 3] = Default::default();
     let mut pops = [[0usize; 3]; 3];
     let mut free = [0u64; 3];
+    // The cycle the last GEMM on the compute module issues its last row, while a following GEMM
+    // may still overlap it.
+    let mut overlap_at: Option<u64> = None;
+    // Program index just after the load module's previous instruction.
+    let mut after_last_load = 0usize;
     let mut s = Schedule {
         start: Vec::with_capacity(program.len()),
         end: Vec::with_capacity(program.len()),
@@ -84,18 +98,45 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
     for (i, insn) in program.iter().enumerate() {
         let m = insn.module() as usize;
         let d = insn.deps();
-        let mut t = free[m].max(p.mem_latency as u64 + (i as u64 + 1) * fetch);
+        let mut ready = p.mem_latency as u64 + (i as u64 + 1) * fetch;
         let (prev, next) = neighbours(insn.module());
         for (flag, from) in [(d.pop_prev, prev), (d.pop_next, next)] {
             if let (true, Some(from)) = (flag, from) {
                 let k = pops[from as usize][m];
                 pops[from as usize][m] += 1;
                 if let Some(&at) = pushes[from as usize][m].get(k) {
-                    t = t.max(at);
+                    ready = ready.max(at);
                 }
             }
         }
-        let end = t + busy_cycles(cfg, p, insn);
+        let mut t = free[m].max(ready);
+        if m == Module::Compute as usize {
+            let gemm_rows = match insn {
+                Instruction::Gemm(g) => Some(g.n_outer as u64 * g.n_inner as u64),
+                _ => None,
+            };
+            let overlapped = match (gemm_rows, overlap_at) {
+                (Some(_), Some(at)) if ready <= at => {
+                    t = at;
+                    true
+                }
+                _ => false,
+            };
+            // Accept (issue) cycles come first, then one row per cycle.
+            overlap_at = gemm_rows
+                .filter(|&rows| !overlapped || rows >= 3)
+                .map(|rows| t + p.issue as u64 - 1 + rows);
+        }
+        let mut end = t + busy_cycles(cfg, p, insn);
+        if m == Module::Load as usize {
+            // The instruction fetch shares the read port: the instructions fetched while this
+            // load streams (about those since the load module's previous instruction) take
+            // beats from it.
+            if matches!(insn, Instruction::Load(_)) {
+                end += (i - after_last_load) as u64 * fetch;
+            }
+            after_last_load = i + 1;
+        }
         for (flag, to) in [(d.push_prev, prev), (d.push_next, next)] {
             if let (true, Some(to)) = (flag, to) {
                 pushes[m][to as usize].push(end);

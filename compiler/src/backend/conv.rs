@@ -27,6 +27,7 @@ use sinter_isa::{Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, VecInsn, Ve
 use super::memory::ActTensor;
 use super::sync::{Edge, Event, ProgramBuilder};
 use crate::error::{CompileError, Result};
+use sinter_isa::timing::{estimate, TimingParams};
 
 /// Accumulator rows reserved at the top of the buffer for bias, multiplier and shift.
 pub const PARAM_ROWS: u32 = 3;
@@ -130,24 +131,34 @@ struct Tile {
     w: usize,
 }
 
-/// The input window a tile needs, in padded input coordinates.
+/// The input window a tile needs: the input rows and columns it reads, as the DMA brings them
+/// on chip.
+///
+/// On an axis whose kernel is 1 and stride `s > 1` (the projection shortcuts of ResNets), the
+/// layer reads only every `s`-th input, so the DMA fetches only those (`step = s`) and the
+/// window is as small as the tile; otherwise it fetches every input in the span (`step = 1`).
 #[derive(Clone, Copy, Debug)]
 struct Window {
-    /// First input row/column (may be negative: padding).
+    /// First input row/column read (may be negative: padding).
     iy0: isize,
     ix0: isize,
+    /// Rows and columns on chip.
     h: usize,
     w: usize,
+    /// Input rows/columns between consecutive on-chip rows/columns.
+    step: [usize; 2],
 }
 
 impl Window {
     fn of(g: &Geometry, t: &Tile) -> Window {
+        let step = load_step(g);
         let span = |n: usize, s: usize, k: usize, d: usize| (n - 1) * s + (k - 1) * d + 1;
         Window {
             iy0: (t.y0 * g.stride[0]) as isize - g.pads[0] as isize,
             ix0: (t.x0 * g.stride[1]) as isize - g.pads[1] as isize,
-            h: span(t.h, g.stride[0], g.kernel[0], g.dilation[0]),
-            w: span(t.w, g.stride[1], g.kernel[1], g.dilation[1]),
+            h: span(t.h, g.stride[0] / step[0], g.kernel[0], g.dilation[0]),
+            w: span(t.w, g.stride[1] / step[1], g.kernel[1], g.dilation[1]),
+            step,
         }
     }
     fn rows(&self) -> usize {
@@ -155,12 +166,54 @@ impl Window {
     }
 }
 
+/// Input rows/columns between the rows/columns the DMA brings on chip (see [`Window`]).
+fn load_step(g: &Geometry) -> [usize; 2] {
+    let axis = |d: usize| {
+        if g.kernel[d] == 1 {
+            g.stride[d].max(1)
+        } else {
+            1
+        }
+    };
+    [axis(0), axis(1)]
+}
+
+/// The part of a window's axis that lies inside the image: `(before, inside, after)` on-chip
+/// rows, for a window starting at input `origin` with `n` rows `step` apart over `size` inputs.
+fn clip_axis(origin: isize, n: usize, step: usize, size: usize) -> (usize, usize, usize) {
+    let step = step as isize;
+    let before = if origin < 0 {
+        ((-origin + step - 1) / step).min(n as isize) as usize
+    } else {
+        0
+    };
+    let first = origin + before as isize * step;
+    let inside = if first >= size as isize {
+        0
+    } else {
+        ((size as isize - first + step - 1) / step).min((n - before) as isize) as usize
+    };
+    (before, inside, n - before - inside)
+}
+
+/// How a layer's output is cut into tiles and how the activation buffer holds their windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tiling {
+    /// Output tile height and width.
+    th: usize,
+    tw: usize,
+    /// Activation-buffer regions the windows rotate through: 2 overlaps loading the next tile's
+    /// windows with computing on this one's; 1 gives the windows the whole buffer, so more input
+    /// blocks stay on chip across output blocks.
+    act_regions: usize,
+}
+
 /// Where a step's operands sit on chip.
 #[derive(Clone, Debug, Default)]
 struct Place {
     /// First activation row of each (input, block) window.
     windows: Vec<((usize, usize), usize)>,
-    act_half: usize,
+    act_region: usize,
     wgt_half: usize,
 }
 
@@ -204,22 +257,50 @@ fn groups(sources: &[Source]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Emits the instructions of one windowed layer.
+/// Emits the instructions of one windowed layer, cut into tiles the cost model finds fastest.
+///
+/// The largest tile that fits is not always best: when the windows of every input block of a
+/// tile fit on chip together they are loaded once and reused by every output block, where a
+/// larger tile would reload them per output block. The candidates are the largest tile with
+/// double-buffered windows, the largest whose windows all fit half the buffer, and the largest
+/// whose windows all fit the whole buffer; each is lowered and timed by
+/// [`sinter_isa::timing::estimate`], and the fastest is emitted.
 pub fn emit(
     b: &mut ProgramBuilder,
     cfg: &HwConfig,
     pipe: &mut Pipeline,
     layer: &WindowLayer,
 ) -> Result<()> {
+    let candidates = tilings(cfg, layer)?;
+    let best = if candidates.len() == 1 {
+        candidates[0]
+    } else {
+        let params = TimingParams::default();
+        let mut best = (u64::MAX, candidates[0]);
+        for t in candidates {
+            let mut trial = ProgramBuilder::new();
+            emit_tiled(&mut trial, cfg, &mut Pipeline::default(), layer, t)?;
+            let cycles = estimate(cfg, &params, &trial.finish()).total_cycles;
+            tracing::debug!(layer = layer.name, ?t, cycles, "tiling candidate");
+            if cycles < best.0 {
+                best = (cycles, t);
+            }
+        }
+        best.1
+    };
+    emit_tiled(b, cfg, pipe, layer, best)
+}
+
+/// The tilings worth comparing for `layer` (see [`emit`]); the first is the largest tile.
+fn tilings(cfg: &HwConfig, layer: &WindowLayer) -> Result<Vec<Tiling>> {
     let name = layer.name;
     let g = &layer.geometry;
     let out = layer.output;
-    let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
-    let act_half = cfg.act_depth as usize / 2;
+    let cols = cfg.cols as usize;
+    let act_depth = cfg.act_depth as usize;
     let wgt_half = cfg.wgt_depth as usize / 2;
     let out_half = cfg.out_depth as usize / 2;
     let acc_rows = (cfg.acc_depth - PARAM_ROWS) as usize;
-    let param_row = u16_of((cfg.acc_depth - PARAM_ROWS) as usize, "param row", name)?;
     if layer.sources.len() != out.lanes / cols {
         return Err(lower_err(
             name,
@@ -248,12 +329,11 @@ pub fn emit(
         ));
     }
 
-    let [ry0, rx0, rh, rw] = layer.region.unwrap_or([0, 0, out.height, out.width]);
-    if rh == 0 || rw == 0 || ry0 + rh > out.height || rx0 + rw > out.width {
-        return Err(lower_err(name, "the output region lies outside the output"));
+    let [_, _, rh, rw] = layer.region.unwrap_or([0, 0, out.height, out.width]);
+    if rh == 0 || rw == 0 {
+        return Err(lower_err(name, "the output region is empty"));
     }
-    // Output tile: as many whole rows as fit, else a strip of one row.
-    let fits = |h: usize, w: usize| {
+    let window_rows = |h: usize, w: usize| {
         let t = Tile {
             image: 0,
             y0: 0,
@@ -261,27 +341,99 @@ pub fn emit(
             h,
             w,
         };
-        h * w <= acc_rows.min(out_half) && Window::of(g, &t).rows() <= act_half
+        Window::of(g, &t).rows()
     };
-    let (th, tw) = if fits(1, rw) {
-        let mut h = 1;
-        while h < rh && fits(h + 1, rw) {
+    // A tile fits when its accumulators and outputs do and `windows` of its windows fit one
+    // activation region.
+    let fits = |h: usize, w: usize, windows: usize, region: usize| {
+        h * w <= acc_rows.min(out_half) && windows * window_rows(h, w) <= region
+    };
+    // The tallest tile of whole rows with that fit.
+    let tallest = |windows: usize, region: usize| {
+        let mut h = 0;
+        while h < rh && fits(h + 1, rw, windows, region) {
             h += 1;
         }
-        (h, rw)
-    } else {
-        let mut w = rw;
-        while w > 1 && !fits(1, w) {
-            w = w.div_ceil(2);
-        }
-        if !fits(1, w) {
-            return Err(lower_err(
-                name,
-                "one output pixel's window exceeds the activation buffer",
-            ));
-        }
-        (1, w)
+        (h > 0).then_some(h)
     };
+
+    let largest = match tallest(1, act_depth / 2) {
+        Some(th) => Tiling {
+            th,
+            tw: rw,
+            act_regions: 2,
+        },
+        None => {
+            // Not even one row fits: a strip of one row.
+            let mut w = rw;
+            while w > 1 && !fits(1, w, 1, act_depth / 2) {
+                w = w.div_ceil(2);
+            }
+            if !fits(1, w, 1, act_depth / 2) {
+                return Err(lower_err(
+                    name,
+                    "one output pixel's window exceeds the activation buffer",
+                ));
+            }
+            return Ok(vec![Tiling {
+                th: 1,
+                tw: w,
+                act_regions: 2,
+            }]);
+        }
+    };
+    let mut out_tilings = vec![largest];
+    // Windows stay on chip across output blocks only when every block's tiles fit the weights.
+    let tiles_fit = layer.sources.iter().all(|s| distinct_tiles(s) <= wgt_half);
+    if tiles_fit {
+        let windows = layer
+            .sources
+            .iter()
+            .map(|s| groups(s).len())
+            .max()
+            .unwrap_or(1);
+        if tallest(windows, act_depth / 2) == Some(largest.th) {
+            // The largest tile already keeps all its windows on chip, double-buffered.
+            return Ok(out_tilings);
+        }
+        for regions in [2, 1] {
+            if let Some(th) = tallest(windows, act_depth / regions) {
+                let t = Tiling {
+                    th,
+                    tw: rw,
+                    act_regions: regions,
+                };
+                if !out_tilings.contains(&t) {
+                    out_tilings.push(t);
+                }
+            }
+        }
+    }
+    Ok(out_tilings)
+}
+
+/// Emits one windowed layer with the given tiling.
+fn emit_tiled(
+    b: &mut ProgramBuilder,
+    cfg: &HwConfig,
+    pipe: &mut Pipeline,
+    layer: &WindowLayer,
+    tiling: Tiling,
+) -> Result<()> {
+    let name = layer.name;
+    let g = &layer.geometry;
+    let out = layer.output;
+    let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+    let act_region = cfg.act_depth as usize / tiling.act_regions;
+    let wgt_half = cfg.wgt_depth as usize / 2;
+    let out_half = cfg.out_depth as usize / 2;
+    let param_row = u16_of((cfg.acc_depth - PARAM_ROWS) as usize, "param row", name)?;
+    let distinct_tiles = |srcs: &[Source]| tile_slots(srcs).0.len();
+    let [ry0, rx0, rh, rw] = layer.region.unwrap_or([0, 0, out.height, out.width]);
+    if ry0 + rh > out.height || rx0 + rw > out.width {
+        return Err(lower_err(name, "the output region lies outside the output"));
+    }
+    let Tiling { th, tw, .. } = tiling;
 
     // Steps.
     let mut steps = Vec::new();
@@ -302,7 +454,7 @@ pub fn emit(
                     let (mut tiles, mut windows) = (0, 0);
                     for r in groups(srcs) {
                         let n = distinct_tiles(&srcs[r.clone()]);
-                        let fits_in = tiles + n <= wgt_half && (windows + 1) * win <= act_half;
+                        let fits_in = tiles + n <= wgt_half && (windows + 1) * win <= act_region;
                         match chunks.last_mut() {
                             Some(c) if fits_in => {
                                 c.end = r.end;
@@ -368,7 +520,7 @@ pub fn emit(
         let srcs = &layer.sources[s.nb][s.src.clone()];
         let win = Window::of(g, &s.tile);
         if s.load_act {
-            let h = pipe.act_turn % 2;
+            let h = pipe.act_turn % tiling.act_regions;
             pipe.act_turn += 1;
             if let Some(ev) = pipe.act_reader[h] {
                 b.wait(Edge::COMPUTE_TO_LOAD, ev);
@@ -378,30 +530,24 @@ pub fn emit(
                 let first = srcs[r.start];
                 let input = &layer.inputs[first.input];
                 let t = input.tensor;
-                let base = h * act_half + k * win.rows();
+                let base = h * act_region + k * win.rows();
                 at.push(((first.input, first.block), base));
                 // Clip the window to the image; the rest is padding.
-                let top = (-win.iy0).max(0) as usize;
-                let left = (-win.ix0).max(0) as usize;
-                let y_end = (win.iy0 + win.h as isize).min(t.height as isize);
-                let x_end = (win.ix0 + win.w as isize).min(t.width as isize);
-                let ry0 = win.iy0.max(0) as usize;
-                let rx0 = win.ix0.max(0) as usize;
-                let y_size = (y_end - ry0 as isize).max(0) as usize;
-                let x_size = (x_end - rx0 as isize).max(0) as usize;
+                let (top, y_size, bottom) = clip_axis(win.iy0, win.h, win.step[0], t.height);
+                let (left, x_size, right) = clip_axis(win.ix0, win.w, win.step[1], t.width);
                 if y_size == 0 || x_size == 0 {
                     return Err(lower_err(name, "a window lies entirely in the padding"));
                 }
-                let bottom = win.h - top - y_size;
-                let right = win.w - left - x_size;
+                let ry0 = (win.iy0 + (top * win.step[0]) as isize) as usize;
+                let rx0 = (win.ix0 + (left * win.step[1]) as isize) as usize;
                 b.emit(Instruction::Load(Dma {
                     buffer: Buffer::Act,
                     dram_base: t.pixel_addr(s.tile.image, ry0, rx0) + (first.block * rows) as u32,
                     sram_base: u16_of(base, "act row", name)?,
                     y_size: u16_of(y_size, "window rows", name)?,
-                    y_stride: t.row_bytes(),
+                    y_stride: t.row_bytes() * win.step[0] as u32,
                     x_size: u16_of(x_size, "window columns", name)?,
-                    x_stride: t.pixel_bytes,
+                    x_stride: t.pixel_bytes * win.step[1] as u32,
                     pad_top: u8_of(top, "padding", name)?,
                     pad_bottom: u8_of(bottom, "padding", name)?,
                     pad_left: u8_of(left, "padding", name)?,
@@ -411,10 +557,10 @@ pub fn emit(
                 }));
             }
             place.windows = at;
-            place.act_half = h;
+            place.act_region = h;
         } else {
             place.windows = places[i - 1].windows.clone();
-            place.act_half = places[i - 1].act_half;
+            place.act_region = places[i - 1].act_region;
         }
         let h = pipe.wgt_turn % 2;
         pipe.wgt_turn += 1;
@@ -450,7 +596,11 @@ pub fn emit(
         loaded.push(emit_loads(b, pipe, &mut places, 0)?);
     }
     for i in 0..steps.len() {
-        if i + 1 < steps.len() {
+        // The next step's loads go ahead of this step's compute unless they overwrite the
+        // windows this step reads (one activation region): then they follow it.
+        let next_overwrites =
+            i + 1 < steps.len() && tiling.act_regions == 1 && steps[i + 1].load_act;
+        if i + 1 < steps.len() && !next_overwrites {
             loaded.push(emit_loads(b, pipe, &mut places, i + 1)?);
         }
         let s = &steps[i];
@@ -501,8 +651,8 @@ pub fn emit(
                 },
                 act: Walk {
                     base: u16_of(act_base, "act row", name)?,
-                    stride_outer: u16_of(g.stride[0] * win.w, "row stride", name)?,
-                    stride_inner: u16_of(g.stride[1], "stride", name)?,
+                    stride_outer: u16_of(g.stride[0] / win.step[0] * win.w, "row stride", name)?,
+                    stride_inner: u16_of(g.stride[1] / win.step[1], "stride", name)?,
                 },
                 ..Gemm::default()
             }));
@@ -529,7 +679,7 @@ pub fn emit(
             }));
         }
         let done = b.signal(Edge::COMPUTE_TO_LOAD);
-        pipe.act_reader[places[i].act_half] = Some(done);
+        pipe.act_reader[places[i].act_region] = Some(done);
         pipe.wgt_reader[places[i].wgt_half] = Some(done);
         if s.last {
             let ev = b.signal(Edge::COMPUTE_TO_STORE);
@@ -547,6 +697,9 @@ pub fn emit(
             }));
             let stored = b.signal(Edge::STORE_TO_COMPUTE);
             pipe.out_reader[out_half_used] = Some(stored);
+        }
+        if next_overwrites {
+            loaded.push(emit_loads(b, pipe, &mut places, i + 1)?);
         }
     }
     // A full barrier: the next layer reads what this one stored, and each layer's instructions
@@ -579,4 +732,147 @@ pub fn pack_params(cfg: &HwConfig, bias: &[i32], mult: &[i32], shift: &[i32]) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::{Arena, Layout};
+
+    /// The tensors of a 1×1 convolution of `cin` channels to `cout` over `side × side` pixels.
+    fn pointwise(cfg: &HwConfig, cin: usize, cout: usize, side: usize) -> (ActTensor, ActTensor) {
+        let mut arena = Arena::new(0);
+        let x = arena.alloc("x", &[1, cin, side, side], &Layout::dense(cfg, cin));
+        let y = arena.alloc("y", &[1, cout, side, side], &Layout::dense(cfg, cout));
+        (x, y)
+    }
+
+    fn layer<'a>(cfg: &HwConfig, x: &'a ActTensor, y: &'a ActTensor) -> WindowLayer<'a> {
+        let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+        let blocks = x.lanes / rows;
+        WindowLayer {
+            name: "pw",
+            inputs: vec![WindowInput {
+                tensor: x,
+                pad_value: 0,
+            }],
+            output: y,
+            geometry: Geometry::POINTWISE,
+            sources: (0..y.lanes / cols)
+                .map(|nb| {
+                    (0..blocks)
+                        .map(|block| Source {
+                            input: 0,
+                            block,
+                            tile: nb * blocks + block,
+                            ky: 0,
+                            kx: 0,
+                        })
+                        .collect()
+                })
+                .collect(),
+            combine: GemmMode::Add,
+            tiles_addr: 0x10_0000,
+            params_addr: 0x20_0000,
+            zero_point: 0,
+            clamp_lo: -128,
+            clamp_hi: 127,
+            region: None,
+        }
+    }
+
+    /// The DRAM address each GEMM row reads its activations from (`None`: padding), GEMM by
+    /// GEMM, following the act buffer through the program's loads in program order.
+    fn gemm_reads(p: &[Instruction], act_depth: usize) -> Vec<Vec<Option<u32>>> {
+        let mut act: Vec<Option<u32>> = vec![None; act_depth];
+        let mut reads = Vec::new();
+        for insn in p {
+            match insn {
+                Instruction::Load(d) if d.buffer == Buffer::Act => {
+                    let (pt, pl) = (d.pad_top as usize, d.pad_left as usize);
+                    let w = pl + d.x_size as usize + d.pad_right as usize;
+                    let h = pt + d.y_size as usize + d.pad_bottom as usize;
+                    for py in 0..h {
+                        for px in 0..w {
+                            let inside = (pt..pt + d.y_size as usize).contains(&py)
+                                && (pl..pl + d.x_size as usize).contains(&px);
+                            act[d.sram_base as usize + py * w + px] = inside.then(|| {
+                                d.dram_base
+                                    + (py - pt) as u32 * d.y_stride
+                                    + (px - pl) as u32 * d.x_stride
+                            });
+                        }
+                    }
+                }
+                Instruction::Gemm(g) => reads.push(
+                    (0..g.n_outer as u32)
+                        .flat_map(|o| (0..g.n_inner as u32).map(move |i| g.act.row(o, i) as usize))
+                        .map(|r| act[r])
+                        .collect(),
+                ),
+                _ => {}
+            }
+        }
+        reads
+    }
+
+    /// With the whole activation buffer as one region, the next tile's windows overwrite this
+    /// tile's, so they may be loaded only after its last GEMM: every GEMM must read what it
+    /// reads with two regions.
+    #[test]
+    fn one_region_tiles_read_their_own_windows() {
+        let cfg = HwConfig::SMALL;
+        // 136 channels = 17 blocks of 16×16 pixels: several tiles even with the whole buffer.
+        let (x, y) = pointwise(&cfg, 136, 32, 16);
+        let l = layer(&cfg, &x, &y);
+        let candidates = tilings(&cfg, &l).unwrap();
+        let one = candidates
+            .iter()
+            .copied()
+            .find(|t| t.act_regions == 1)
+            .expect("a one-region candidate");
+        assert!(one.th < 16, "several tiles: {one:?}");
+        let program = |t: Tiling| {
+            let mut b = ProgramBuilder::new();
+            emit_tiled(&mut b, &cfg, &mut Pipeline::default(), &l, t).unwrap();
+            gemm_reads(&b.finish(), cfg.act_depth as usize)
+        };
+        let one_region = program(one);
+        let two_regions = program(Tiling {
+            act_regions: 2,
+            ..one
+        });
+        assert!(one_region.len() > 17);
+        assert_eq!(one_region, two_regions);
+    }
+
+    /// A 1×1 convolution with stride 2 reads every other pixel; its windows hold just those.
+    #[test]
+    fn strided_pointwise_windows_hold_only_what_is_read() {
+        let cfg = HwConfig::SMALL;
+        let mut arena = Arena::new(0);
+        let x = arena.alloc("x", &[1, 8, 15, 15], &Layout::dense(&cfg, 8));
+        let y = arena.alloc("y", &[1, 8, 8, 8], &Layout::dense(&cfg, 8));
+        for pads in [[0; 4], [1, 1, 0, 0]] {
+            let mut l = layer(&cfg, &x, &y);
+            l.geometry.stride = [2, 2];
+            l.geometry.pads = pads;
+            let t = tilings(&cfg, &l).unwrap()[0];
+            let mut b = ProgramBuilder::new();
+            emit_tiled(&mut b, &cfg, &mut Pipeline::default(), &l, t).unwrap();
+            let reads: Vec<Option<u32>> = gemm_reads(&b.finish(), cfg.act_depth as usize)
+                .into_iter()
+                .flatten()
+                .collect();
+            // Output pixel (oy, ox) reads input (2·oy − pad, 2·ox − pad), or padding.
+            let want: Vec<Option<u32>> = (0..8)
+                .flat_map(|oy| (0..8).map(move |ox| (oy, ox)))
+                .map(|(oy, ox)| {
+                    let (iy, ix) = (2 * oy - pads[0] as isize, 2 * ox - pads[1] as isize);
+                    (iy >= 0 && ix >= 0).then(|| x.pixel_addr(0, iy as usize, ix as usize))
+                })
+                .collect();
+            assert_eq!(reads, want, "pads {pads:?}");
+        }
+    }
 }
