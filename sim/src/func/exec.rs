@@ -1,8 +1,7 @@
 //! Semantics of one validated instruction.
 
-use super::{gemm, State};
+use super::{gemm, requant, State};
 use sinter_isa::insn::{Dma, Instruction, VecInsn, VecOp};
-use sinter_isa::numeric::requant_lane;
 use sinter_isa::Buffer;
 
 /// Executes `insn`, which has passed [`Instruction::validate`]; on-chip rows are therefore in
@@ -146,23 +145,19 @@ fn vec_op(st: &mut State, v: &VecInsn) {
             let params = &st.acc[p..p + 3 * cols];
             let (bias, rest) = params.split_at(cols);
             let (mult, shift) = rest.split_at(cols);
+            let params = requant::Params {
+                bias,
+                mult,
+                shift,
+                zero_point: v.zero_point,
+                lo: v.clamp_lo,
+                hi: v.clamp_hi,
+            };
             for o in 0..v.n_outer as u32 {
                 for i in 0..v.n_inner as u32 {
                     let s = v.src.row(o, i) as usize * cols;
                     let d = v.dst.row(o, i) as usize * cols;
-                    let src = &st.acc[s..s + cols];
-                    let dst = &mut st.out[d..d + cols];
-                    for c in 0..cols {
-                        dst[c] = requant_lane(
-                            src[c],
-                            bias[c],
-                            mult[c],
-                            shift[c],
-                            v.zero_point,
-                            v.clamp_lo,
-                            v.clamp_hi,
-                        );
-                    }
+                    requant::row(&params, &st.acc[s..s + cols], &mut st.out[d..d + cols]);
                 }
             }
         }

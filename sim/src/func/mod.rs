@@ -42,6 +42,7 @@
 
 mod exec;
 mod gemm;
+mod requant;
 
 use crate::{Npu, SimError};
 use sinter_isa::insn::{Instruction, INSN_BYTES};
@@ -104,7 +105,7 @@ pub(crate) struct State {
     pub wgt_src: Vec<Option<u32>>,
     /// Weight tiles packed for the GEMM kernels, by DRAM address: a model's weights are
     /// loaded again on every run, and packing them each time would cost as much as using them.
-    pub packed: std::collections::HashMap<u32, std::sync::Arc<gemm::Pairs>>,
+    pub packed: rustc_hash::FxHashMap<u32, std::sync::Arc<gemm::Pairs>>,
     /// DRAM bytes `lo..hi` the packed tiles came from.
     pub packed_span: (usize, usize),
 }
@@ -168,7 +169,7 @@ impl FuncSim {
                 out: vec![0; cfg.out_depth as usize * cols],
                 stored: (0, 0),
                 wgt_src: vec![None; cfg.wgt_depth as usize],
-                packed: std::collections::HashMap::new(),
+                packed: rustc_hash::FxHashMap::default(),
                 packed_span: (usize::MAX, 0),
             },
             timing: TimingParams::default(),
