@@ -19,6 +19,12 @@ package sinter_isa_pkg;
   localparam int unsigned DEFAULT_OUT_DEPTH = 1024;
   localparam int unsigned DEFAULT_BUS_BYTES = 32;
 
+  // Queue and buffer sizes of the microarchitecture (shared with the timing model).
+  localparam int unsigned QUEUE_DEPTH = 32;
+  localparam int unsigned FETCH_DEPTH = 32;
+  localparam int unsigned FETCH_BURST = 8;
+  localparam int unsigned DMA_MAX_BEATS = 32;
+
   // Opcodes.
   localparam logic [3:0] OP_LOAD = 4'd0;
   localparam logic [3:0] OP_GEMM = 4'd1;

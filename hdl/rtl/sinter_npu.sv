@@ -36,7 +36,7 @@ module sinter_npu #(
   output logic                   busy
 );
   localparam int unsigned IBITS   = sinter_isa_pkg::INSN_BITS;
-  localparam int unsigned QDEPTH  = 8;
+  localparam int unsigned QDEPTH  = sinter_isa_pkg::QUEUE_DEPTH;
   localparam int unsigned ACT_AW  = $clog2(ACT_DEPTH);
   localparam int unsigned WGT_AW  = $clog2(WGT_DEPTH);
   localparam int unsigned OUT_AW  = $clog2(OUT_DEPTH);

@@ -5,8 +5,8 @@
 // deep enough that the modules keep running on what it holds meanwhile.
 module sinter_prog_fetch #(
   parameter int unsigned BUS_BYTES  = 32,
-  parameter int unsigned FIFO_DEPTH = 32,
-  parameter int unsigned BURST      = 8
+  parameter int unsigned FIFO_DEPTH = sinter_isa_pkg::FETCH_DEPTH,
+  parameter int unsigned BURST      = sinter_isa_pkg::FETCH_BURST
 ) (
   input  logic                   clk_i,
   input  logic                   rst_ni,

@@ -13,7 +13,7 @@
 module sinter_rd_dma #(
   parameter int unsigned BUS_BYTES = 32,
   parameter int unsigned TAG_DEPTH = 32,
-  parameter int unsigned MAX_BEATS = 32,
+  parameter int unsigned MAX_BEATS = sinter_isa_pkg::DMA_MAX_BEATS,
   parameter int unsigned BW        = 8,    // width of the beats-per-element count
   parameter int unsigned LB        = $clog2(BUS_BYTES)
 ) (

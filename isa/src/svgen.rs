@@ -50,6 +50,19 @@ pub fn generate() -> String {
         param(w, "int unsigned", name, v.to_string());
     }
 
+    line(
+        w,
+        "\n// Queue and buffer sizes of the microarchitecture (shared with the timing model).",
+    );
+    for (name, v) in [
+        ("QUEUE_DEPTH", crate::timing::QUEUE_DEPTH),
+        ("FETCH_DEPTH", crate::timing::FETCH_DEPTH),
+        ("FETCH_BURST", crate::timing::FETCH_BURST),
+        ("DMA_MAX_BEATS", crate::timing::DMA_MAX_BEATS),
+    ] {
+        param(w, "int unsigned", name, v.to_string());
+    }
+
     line(w, "\n// Opcodes.");
     for op in Opcode::ALL {
         param(

@@ -5,6 +5,17 @@
 
 use crate::{HwConfig, Instruction, Module};
 
+/// Instructions each module's queue holds between dispatch and start. Dispatch is in program
+/// order, so a full queue holds up every instruction behind it, whatever its module.
+pub const QUEUE_DEPTH: u32 = 32;
+/// Instructions the fetch unit buffers ahead of dispatch.
+pub const FETCH_DEPTH: u32 = 32;
+/// Instructions per fetch request.
+pub const FETCH_BURST: u32 = 8;
+/// Read beats one DMA keeps in flight: enough to stream over the memory latency, few enough
+/// that an instruction fetch queued behind them is not held up long.
+pub const DMA_MAX_BEATS: u32 = 32;
+
 /// Latencies of the memory system and pipelines the model assumes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimingParams {
@@ -76,6 +87,8 @@ pub fn fetch_cycles(cfg: &HwConfig) -> u64 {
 /// the previous one has drained. A GEMM accepted that way blocks the next overlap until its
 /// predecessor has completed, which takes three of its own rows.
 ///
+/// Instructions are dispatched in program order into per-module queues of [`QUEUE_DEPTH`], so a
+/// module whose queue is full holds up the others; fetch runs at most [`FETCH_DEPTH`] ahead.
 /// Instructions are fetched over the read port the load module's DMA uses, so a load is
 /// charged the fetch beats of the instructions since the load module's previous one: those are
 /// about the ones fetched while it streams.
@@ -89,6 +102,9 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
     let mut overlap_at: Option<u64> = None;
     // Program index just after the load module's previous instruction.
     let mut after_last_load = 0usize;
+    // Dispatch cycle of every instruction so far, and the start cycles of each module's.
+    let mut dispatched: Vec<u64> = Vec::with_capacity(program.len());
+    let mut starts: [Vec<u64>; 3] = Default::default();
     let mut s = Schedule {
         start: Vec::with_capacity(program.len()),
         end: Vec::with_capacity(program.len()),
@@ -98,7 +114,22 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
     for (i, insn) in program.iter().enumerate() {
         let m = insn.module() as usize;
         let d = insn.deps();
-        let mut ready = p.mem_latency as u64 + (i as u64 + 1) * fetch;
+        // Fetched: streaming, but at most FETCH_DEPTH instructions ahead of dispatch.
+        let mut fetched = p.mem_latency as u64 + (i as u64 + 1) * fetch;
+        if let Some(&d) = i
+            .checked_sub(FETCH_DEPTH as usize)
+            .and_then(|k| dispatched.get(k))
+        {
+            fetched = fetched.max(d + p.mem_latency as u64 + fetch);
+        }
+        // Dispatched in program order, one per cycle, once the module's queue has room: the
+        // instruction QUEUE_DEPTH earlier in the same module has started.
+        let mut ready = fetched.max(dispatched.last().map_or(0, |d| d + 1));
+        let q = &starts[m];
+        if q.len() >= QUEUE_DEPTH as usize {
+            ready = ready.max(q[q.len() - QUEUE_DEPTH as usize]);
+        }
+        dispatched.push(ready);
         let (prev, next) = neighbours(insn.module());
         for (flag, from) in [(d.pop_prev, prev), (d.pop_next, next)] {
             if let (true, Some(from)) = (flag, from) {
@@ -143,6 +174,7 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
             }
         }
         free[m] = end;
+        starts[m].push(t);
         s.start.push(t);
         s.end.push(end);
         s.mac_cycles += insn.mac_cycles();

@@ -24,6 +24,7 @@ fn timing_model_predicts_back_to_back_gemms() {
     use sinter_isa::{Buffer, Walk};
     for cfg in configs() {
         let mut s = sim(cfg);
+        let mut offsets = Vec::new();
         for rows in [1u16, 2, 3, 4, 14, 49] {
             let mut prog = vec![
                 load(&cfg, Buffer::Act, 0x1_0000, 0, 64, NONE),
@@ -50,12 +51,16 @@ fn timing_model_predicts_back_to_back_gemms() {
             let measured = run_ok(&mut s, &prog).cycles as i64;
             let predicted = estimate(&cfg, &TimingParams::default(), &prog).total_cycles as i64;
             eprintln!("{cfg}: 64 GEMMs of {rows} rows: {measured} cycles, predicted {predicted}");
-            // Exact per GEMM: what remains is the run's fixed start and finish (24 cycles
-            // here), where 64 GEMMs mispredicted by one cycle each would be off by 64.
-            assert!(
-                (measured - predicted).abs() <= 32,
-                "{cfg}, {rows} rows: measured {measured}, predicted {predicted}"
-            );
+            offsets.push(measured - predicted);
         }
+        // Exact per GEMM: what remains is the run's fixed start and finish (the first fetches
+        // and loads, the completion), the same for every row count; 64 GEMMs mispredicted by
+        // one cycle each would spread the differences by 64.
+        let (lo, hi) = (offsets.iter().min().unwrap(), offsets.iter().max().unwrap());
+        assert!(hi - lo <= 2, "{cfg}: measured − predicted {offsets:?}");
+        assert!(
+            (0..64).contains(lo),
+            "{cfg}: measured − predicted {offsets:?}"
+        );
     }
 }

@@ -137,9 +137,9 @@ mod tests {
             let n = 16;
             // A random lane value: often an edge, often small, else anything.
             let pick = |r: u32| -> i32 {
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     edges[(r / 4) as usize % edges.len()]
-                } else if r % 3 == 0 {
+                } else if r.is_multiple_of(3) {
                     (r as i32) >> (r % 24)
                 } else {
                     r as i32
