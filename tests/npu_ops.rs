@@ -112,6 +112,7 @@ impl Builder {
         name.into()
     }
 
+    /// A `k × k` convolution with "same" padding.
     fn conv(
         &mut self,
         name: &str,
@@ -121,15 +122,27 @@ impl Builder {
         k: usize,
         stride: i64,
     ) -> String {
+        let p = (k / 2) as i64;
+        self.conv_padded(name, x, [cin, cout, k], stride, [p; 4])
+    }
+
+    /// A convolution of `[cin, cout, k]` with explicit `[top, left, bottom, right]` padding.
+    fn conv_padded(
+        &mut self,
+        name: &str,
+        x: &str,
+        [cin, cout, k]: [usize; 3],
+        stride: i64,
+        pads: [i64; 4],
+    ) -> String {
         let w = self.weight(&format!("{name}_w"), &[cout, cin, k, k], -0.4, 0.4);
         let b = self.weight(&format!("{name}_b"), &[cout], -0.2, 0.2);
-        let p = (k / 2) as i64;
         self.node(
             "Conv",
             name,
             &[x, &w, &b],
             &[
-                ("pads", Attr::Ints(vec![p; 4])),
+                ("pads", Attr::Ints(pads.to_vec())),
                 ("strides", Attr::Ints(vec![stride; 2])),
             ],
         )
@@ -255,29 +268,16 @@ const PROJ_SIDE: usize = 15;
 /// The tiling network: see the module documentation.
 fn projections() -> Vec<u8> {
     let mut b = Builder::new();
-    let conv = |b: &mut Builder, name: &str, x: &str, cin, cout, stride, pads: [i64; 4]| {
-        let w = b.weight(&format!("{name}_w"), &[cout, cin, 1, 1], -0.3, 0.3);
-        let bias = b.weight(&format!("{name}_b"), &[cout], -0.2, 0.2);
-        b.node(
-            "Conv",
-            name,
-            &[x, &w, &bias],
-            &[
-                ("pads", Attr::Ints(pads.to_vec())),
-                ("strides", Attr::Ints(vec![stride; 2])),
-            ],
-        )
-    };
     // 15×15 → 8×8 both ways: every other pixel from the first, or from the padding on top and
     // left with the first row and column of the image.
-    let p1 = conv(&mut b, "p1", "x", PROJ_C, 24, 2, [0; 4]);
-    let p2 = conv(&mut b, "p2", "x", PROJ_C, 24, 2, [1, 1, 0, 0]);
+    let p1 = b.conv_padded("p1", "x", [PROJ_C, 24, 1], 2, [0; 4]);
+    let p2 = b.conv_padded("p2", "x", [PROJ_C, 24, 1], 2, [1, 1, 0, 0]);
     let sum = b.node("Add", "sum", &[&p1, &p2], &[]);
     let r = b.node("Relu", "r", &[&sum], &[]);
-    let wide = conv(&mut b, "wide", &r, 24, 136, 1, [0; 4]);
+    let wide = b.conv("wide", &r, 24, 136, 1, 1);
     let rw = b.node("Relu", "rw", &[&wide], &[]);
     // 136 channels of 8×8 pixels: more than half the activation buffer of either array.
-    let narrow = conv(&mut b, "narrow", &rw, 136, 72, 1, [0; 4]);
+    let narrow = b.conv("narrow", &rw, 136, 72, 1, 1);
     let pool = b.node(
         "AveragePool",
         "pool",

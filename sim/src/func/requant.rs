@@ -116,13 +116,9 @@ mod tests {
 
     #[test]
     fn rows_agree_with_the_lane_definition() {
-        let mut x = 0x9E37_79B9u32;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(0x9E37_79B9);
+        let mut rnd = move || rng.gen::<u32>();
         let edges = [
             i32::MIN,
             i32::MIN + 1,
