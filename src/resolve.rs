@@ -99,6 +99,28 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// What a run records of where its bundle came from: the file, or the model version with
+    /// its reference and bundle hash.
+    pub fn run_inputs(&self) -> RunInputs {
+        match self {
+            Source::File(path) => RunInputs {
+                options: json!({ "bundle": path.display().to_string() }),
+                ..RunInputs::default()
+            },
+            Source::Model {
+                reference,
+                version,
+                bundle_hash,
+            } => {
+                let mut inputs = RunInputs::for_version(version);
+                inputs.options = json!({ "reference": reference, "bundle_hash": bundle_hash });
+                inputs
+            }
+        }
+    }
+}
+
 /// Opens `model` (a bundle file or a model reference) the way `run` and `serve` take it.
 pub fn open_target(ctx: &crate::ctx::Ctx, model: &str, build: &RefArgs) -> anyhow::Result<Opened> {
     Ok(match Target::parse(model)? {

@@ -162,28 +162,20 @@ struct Outcome {
 pub fn main(a: RunArgs, ctx: &Ctx) -> anyhow::Result<()> {
     check_trace(a.trace.as_deref(), a.device.device)?;
     let Opened { bundle, ws, source } = crate::resolve::open_target(ctx, &a.model, &a.build)?;
-    let (mut inputs, bundle_artifact, label) = match source {
-        Source::File(path) => {
-            let inputs = RunInputs {
-                options: serde_json::json!({ "bundle": path.display().to_string() }),
-                ..RunInputs::default()
-            };
-            (inputs, BundleArtifact::File(path), a.model.clone())
-        }
+    let mut inputs = source.run_inputs();
+    let (bundle_artifact, label) = match source {
+        Source::File(path) => (BundleArtifact::File(path), a.model.clone()),
         Source::Model {
-            reference,
             version,
             bundle_hash,
+            ..
         } => {
-            let mut inputs = RunInputs::for_version(&version);
-            inputs.options = serde_json::json!({
-                "reference": reference,
-                "bundle_hash": bundle_hash,
-                "hw": bundle.config.to_string(),
-                "batch": bundle.manifest.batch,
-            });
+            if let Some(o) = inputs.options.as_object_mut() {
+                o.insert("hw".into(), bundle.config.to_string().into());
+                o.insert("batch".into(), bundle.manifest.batch.into());
+            }
             let label = format!("{}:{}", version.name, version.version);
-            (inputs, BundleArtifact::Stored(bundle_hash), label)
+            (BundleArtifact::Stored(bundle_hash), label)
         }
     };
     if let Some(o) = inputs.options.as_object_mut() {

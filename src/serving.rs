@@ -9,34 +9,23 @@
 use crate::ctx::Ctx;
 use crate::resolve::{Opened, Source};
 use crate::serve::{serve_bundle, ServeArgs, Shutdown};
-use crate::workspace::{LogLevel, NewDeployment, RunInputs, RunKind};
-use serde_json::json;
+use crate::workspace::{LogLevel, NewDeployment, RunKind};
 
 pub fn main(a: ServeArgs, ctx: &Ctx) -> anyhow::Result<()> {
     let device = a.device.device.to_string();
     let Opened { bundle, ws, source } = crate::resolve::open_target(ctx, &a.model, &a.build)?;
-    let (inputs, served) = match source {
-        Source::File(path) => {
-            let inputs = RunInputs {
-                options: json!({ "bundle": path.display().to_string() }),
-                ..RunInputs::default()
-            };
-            (inputs, Served::File(path))
-        }
+    let inputs = source.run_inputs();
+    let served = match source {
+        Source::File(path) => Served::File(path),
         Source::Model {
-            reference,
             version,
             bundle_hash,
-        } => {
-            let mut inputs = RunInputs::for_version(&version);
-            inputs.options = json!({ "reference": reference, "bundle_hash": bundle_hash });
-            let served = Served::Model {
-                name: version.name.clone(),
-                version: version.version,
-                hash: bundle_hash,
-            };
-            (inputs, served)
-        }
+            ..
+        } => Served::Model {
+            name: version.name.clone(),
+            version: version.version,
+            hash: bundle_hash,
+        },
     };
     let label = a.model.clone();
     let Some(ws) = ws else {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{fixture, TempDir};
+use common::{fixture, succeeded, text, TempDir};
 
 /// Runs `sinter` with no workspace unless `--workspace` is among `args`.
 fn sinter(dir: &TempDir, args: &[&str]) -> Output {
@@ -20,19 +20,8 @@ fn sinter(dir: &TempDir, args: &[&str]) -> Output {
         .expect("run sinter")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn ok(dir: &TempDir, args: &[&str]) -> String {
-    let o = sinter(dir, args);
-    assert!(
-        o.status.success(),
-        "sinter {args:?} failed:\nstdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
+    succeeded(args, sinter(dir, args))
 }
 
 fn json(dir: &TempDir, args: &[&str]) -> Value {

@@ -7,7 +7,7 @@ use sinter_isa::HwConfig;
 use std::process::{Command, Output};
 
 mod common;
-use common::TempDir;
+use common::{text, TempDir};
 
 fn sinter(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sinter"))
@@ -15,10 +15,6 @@ fn sinter(args: &[&str]) -> Output {
         .env("SINTER_LOG", "warn")
         .output()
         .expect("run sinter")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{fixture, TempDir};
+use common::{fixture, succeeded, text, TempDir};
 
 /// A `sinter` command with the workspace in `dir`, run from `dir`.
 fn cmd(dir: &TempDir, args: &[&str]) -> Command {
@@ -25,20 +25,9 @@ fn sinter(dir: &TempDir, args: &[&str]) -> Output {
     cmd(dir, args).output().expect("run sinter")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Runs a command that must succeed.
 fn ok(dir: &TempDir, args: &[&str]) -> String {
-    let o = sinter(dir, args);
-    assert!(
-        o.status.success(),
-        "sinter {args:?} failed:\nstdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
+    succeeded(args, sinter(dir, args))
 }
 
 /// Runs a command with `--json` that must succeed and parses its output.
