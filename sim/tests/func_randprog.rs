@@ -359,3 +359,71 @@ fn race_check_notices_missing_tokens() {
         .count();
     assert!(racy > 40, "{racy}");
 }
+
+/// Runs `p` on a model that batches compute instructions (`true`) or runs each at once, on a
+/// pool of three threads, so that batches run in parallel whenever they can.
+fn run_batching(p: &RandProgram, batching: bool) -> FuncSim {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut s = FuncSim::new(p.config, p.dram.len() as u64).with_batching(batching);
+        s.write_dram(0, &p.dram).unwrap();
+        s.write_reg(regs::PROG_BASE, p.prog_base);
+        s.write_reg(regs::PROG_LEN, p.prog_len());
+        s.write_reg(regs::CONTROL, regs::CONTROL_START);
+        s.advance(u64::MAX);
+        s
+    })
+}
+
+/// Everything a program can observe of the model after a run.
+fn observed(s: &mut FuncSim) -> (Vec<u32>, Vec<u8>, [Vec<u8>; 4]) {
+    let regs = [
+        regs::STATUS,
+        regs::ERROR_CODE,
+        regs::ERROR_PC,
+        regs::INSNS_DONE,
+        regs::CYCLES_LO,
+        regs::MAC_ACTIVE_LO,
+    ]
+    .map(|r| s.read_reg(r))
+    .to_vec();
+    let b = s.buffers();
+    let bytes = |v: &[i8]| v.iter().map(|&x| x as u8).collect::<Vec<u8>>();
+    let acc = b.acc.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let buffers = [bytes(b.act), bytes(b.wgt), acc, bytes(b.out)];
+    (regs, s.dram().to_vec(), buffers)
+}
+
+#[test]
+fn batched_and_parallel_runs_match_program_order() {
+    for (cfg, opts) in CONFIGS
+        .iter()
+        .map(|c| (*c, GenOptions::for_config(c)))
+        .chain([HwConfig::SMALL, HwConfig::DEFAULT].map(|c| (c, GenOptions::large(&c))))
+    {
+        for seed in 0..200 {
+            for p in [
+                generate(&cfg, seed, &opts),
+                generate_invalid(&cfg, seed, &opts),
+            ] {
+                let want = observed(&mut run_batching(&p, false));
+                let got = observed(&mut run_batching(&p, true));
+                assert_eq!(want.0, got.0, "{cfg} seed {seed}: registers");
+                assert!(want.1 == got.1, "{cfg} seed {seed}: DRAM differs");
+                for (name, (w, g)) in ["act", "wgt", "acc", "out"]
+                    .iter()
+                    .zip(want.2.iter().zip(&got.2))
+                {
+                    assert!(
+                        w == g,
+                        "{cfg} seed {seed}: {name} buffer differs\n{}",
+                        p.disassembly()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,26 +1,8 @@
-//! Semantics of one validated instruction.
+//! Semantics of the DMA instructions.
 
-use super::{gemm, requant, State};
-use sinter_isa::insn::{Dma, Instruction, VecInsn, VecOp};
+use super::State;
+use sinter_isa::insn::Dma;
 use sinter_isa::Buffer;
-
-/// Executes `insn`, which has passed [`Instruction::validate`]; on-chip rows are therefore in
-/// range. Fails (without side effects) only when a DMA reaches past the end of the DRAM.
-pub(crate) fn execute(st: &mut State, insn: &Instruction) -> Result<(), String> {
-    match insn {
-        Instruction::Load(d) => load(st, d),
-        Instruction::Store(d) => store(st, d),
-        Instruction::Gemm(g) => {
-            gemm::gemm(st, g);
-            Ok(())
-        }
-        Instruction::Vec(v) => {
-            vec_op(st, v);
-            Ok(())
-        }
-        Instruction::Sync(_) => Ok(()),
-    }
-}
 
 /// Checks that every element of `d` lies inside a DRAM of `size` bytes.
 fn check_dram(d: &Dma, elem: usize, size: usize) -> Result<(), String> {
@@ -43,7 +25,8 @@ fn elem_addr(d: &Dma, y: usize, x: usize) -> usize {
     d.dram_base as usize + y * d.y_stride as usize + x * d.x_stride as usize
 }
 
-fn load(st: &mut State, d: &Dma) -> Result<(), String> {
+/// Runs load `d`; fails (without side effects) only when it reaches past the end of the DRAM.
+pub(crate) fn load(st: &mut State, d: &Dma) -> Result<(), String> {
     let cfg = st.cfg;
     let elem = cfg.element_bytes(d.buffer) as usize;
     check_dram(d, elem, st.dram.len())?;
@@ -116,50 +99,28 @@ fn load(st: &mut State, d: &Dma) -> Result<(), String> {
     Ok(())
 }
 
-fn store(st: &mut State, d: &Dma) -> Result<(), String> {
+/// The DRAM bytes `lo..hi` store `d` writes, noted as written (the model forgets what it
+/// derived from them); fails when they reach past the end of the DRAM.
+pub(crate) fn store_bytes(st: &mut State, d: &Dma) -> Result<(usize, usize), String> {
     let elem = st.cfg.element_bytes(Buffer::Out) as usize;
     check_dram(d, elem, st.dram.len())?;
     let (ys, xs) = (d.y_size as usize, d.x_size as usize);
-    let base = d.sram_base as usize;
-    if ys > 0 && xs > 0 {
-        let last = elem_addr(d, ys - 1, xs - 1) + elem;
-        st.stored = (st.stored.0.min(d.dram_base as usize), st.stored.1.max(last));
-        st.dram_written(d.dram_base as usize, last);
-    }
-    let rows = &st.out[base * elem..(base + ys * xs) * elem];
-    // Element order: y outer, x inner, so later elements win where they overlap.
-    for (y, block) in rows.chunks_exact(xs * elem).enumerate() {
-        for (x, row) in block.chunks_exact(elem).enumerate() {
-            let a = elem_addr(d, y, x);
-            copy_element(&mut st.dram[a..a + elem], as_bytes(row));
-        }
-    }
-    Ok(())
+    let lo = d.dram_base as usize;
+    let hi = elem_addr(d, ys - 1, xs - 1) + elem;
+    st.stored = (st.stored.0.min(lo), st.stored.1.max(hi));
+    st.dram_written(lo, hi);
+    Ok((lo, hi))
 }
 
-fn vec_op(st: &mut State, v: &VecInsn) {
-    let cols = st.cfg.cols as usize;
-    match v.op {
-        VecOp::Requant => {
-            let p = v.param as usize * cols;
-            let params = &st.acc[p..p + 3 * cols];
-            let (bias, rest) = params.split_at(cols);
-            let (mult, shift) = rest.split_at(cols);
-            let params = requant::Params {
-                bias,
-                mult,
-                shift,
-                zero_point: v.zero_point,
-                lo: v.clamp_lo,
-                hi: v.clamp_hi,
-            };
-            for o in 0..v.n_outer as u32 {
-                for i in 0..v.n_inner as u32 {
-                    let s = v.src.row(o, i) as usize * cols;
-                    let d = v.dst.row(o, i) as usize * cols;
-                    requant::row(&params, &st.acc[s..s + cols], &mut st.out[d..d + cols]);
-                }
-            }
+/// Passes the elements of store `d` from `rows` (the output buffer from row `d.sram_base`
+/// on) to `put` with their DRAM addresses, in the order the hardware writes them: y outer, x
+/// inner, so later elements win where they overlap.
+pub(crate) fn store_elements(d: &Dma, elem: usize, rows: &[i8], mut put: impl FnMut(usize, &[u8])) {
+    let (ys, xs) = (d.y_size as usize, d.x_size as usize);
+    let rows = &rows[..ys * xs * elem];
+    for (y, block) in rows.chunks_exact(xs * elem).enumerate() {
+        for (x, row) in block.chunks_exact(elem).enumerate() {
+            put(elem_addr(d, y, x), as_bytes(row));
         }
     }
 }
@@ -178,7 +139,7 @@ fn as_bytes_mut(v: &mut [i8]) -> &mut [u8] {
 /// Copies one DMA element (a pixel's lane block, usually 8–64 bytes): fixed-size moves for the
 /// common sizes instead of a byte loop or a `memcpy` call per element.
 #[inline(always)]
-fn copy_element(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_element(dst: &mut [u8], src: &[u8]) {
     fn fixed<const N: usize>(dst: &mut [u8], src: &[u8]) -> bool {
         match (<&mut [u8; N]>::try_from(dst), <&[u8; N]>::try_from(src)) {
             (Ok(d), Ok(s)) => {

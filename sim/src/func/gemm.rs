@@ -8,7 +8,8 @@
 //! `pmaddwd`, always present on x86-64, used explicitly there; a portable loop elsewhere).
 //! A single row never overflows: `|Σ| ≤ 64·128·128 < 2^31`; the accumulator update wraps.
 //!
-//! With AVX2 (detected at run time) the same row-pair kernel runs 8 columns per instruction.
+//! With AVX2 (detected at run time) the same row-pair kernel runs 8 columns per instruction,
+//! several activation rows at a time so that each weight load serves them all.
 //!
 //! On CPUs with AVX-512 VNNI (detected at run time) tiles whose height is a multiple of 4 and
 //! width a multiple of 16 take a faster path: `vpdpbusd` multiplies 4 unsigned by 4 signed
@@ -25,6 +26,8 @@
 use super::State;
 use rayon::prelude::*;
 use sinter_isa::insn::{Gemm, GemmMode, Walk};
+use sinter_isa::HwConfig;
+use std::sync::Arc;
 
 /// Iterations per block of a parallel GEMM over a non-dense accumulator walk.
 const BLOCK: usize = 8192;
@@ -33,10 +36,57 @@ const PAR_MACS: usize = 1 << 18;
 /// Smallest number of rows one parallel task gets.
 const MIN_TASK_ROWS: usize = 256;
 
-pub(crate) fn gemm(st: &mut State, g: &Gemm) {
+/// The packed weight tile GEMMs on weight slot `slot` use now: taken from (or added to) the
+/// packed tiles when the slot was loaded straight from DRAM, packed afresh otherwise.
+pub(crate) fn packed(st: &mut State, slot: u16) -> Arc<Pairs> {
+    let (rows, cols) = (st.cfg.rows as usize, st.cfg.cols as usize);
+    let e = rows * cols;
+    let tile = &st.wgt[slot as usize * e..][..e];
+    match st.wgt_src[slot as usize] {
+        Some(addr) => {
+            let (lo, hi) = st.packed_span;
+            st.packed_span = (lo.min(addr as usize), hi.max(addr as usize + e));
+            st.packed
+                .entry(addr)
+                .or_insert_with(|| Arc::new(Pairs::new(tile, rows, cols)))
+                .clone()
+        }
+        None => Arc::new(Pairs::new(tile, rows, cols)),
+    }
+}
+
+/// Whether `next` can join a group of GEMMs that starts with `first` and runs as one
+/// reduction ([`run`]): the same iterations into the same accumulator rows, `next` adding to
+/// them, and the group's combination with the accumulator equal to the sequence's. That holds
+/// when the first instruction adds, or overwrites rows no two iterations share.
+pub(crate) fn fusable(first: &Gemm, next: &Gemm) -> bool {
+    let same_rows =
+        (first.n_outer, first.n_inner, first.acc) == (next.n_outer, next.n_inner, next.acc);
+    let first_ok = match first.mode {
+        GemmMode::Add => true,
+        GemmMode::Overwrite => {
+            injective(&first.acc, first.n_outer as usize, first.n_inner as usize)
+        }
+        GemmMode::Max => false,
+    };
+    same_rows && next.mode == GemmMode::Add && first_ok
+}
+
+/// Runs a group of GEMMs ([`fusable`] with the first, or a single one) over the activation
+/// buffer and `acc`, the accumulator rows their walks address. With the AVX2 kernel the whole
+/// group's products reach each accumulator row in registers, so a K-reduction split over
+/// instructions costs one accumulator update per row instead of one per instruction.
+/// `parallel` allows spreading one large group over threads.
+pub(crate) fn run(
+    cfg: &HwConfig,
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    parallel: bool,
+) {
     macro_rules! dispatch {
         ($($r:literal),*; $cols:tt) => {
-            match st.cfg.rows {
+            match cfg.rows {
                 $(
                     $r => dispatch!(@cols $r; $cols),
                 )*
@@ -44,9 +94,9 @@ pub(crate) fn gemm(st: &mut State, g: &Gemm) {
             }
         };
         (@cols $r:literal; [$($c:literal),*]) => {
-            match st.cfg.cols {
+            match cfg.cols {
                 $(
-                    $c => gemm_rc::<$r, $c>(st, g),
+                    $c => run_rc::<$r, $c>(group, act, acc, parallel),
                 )*
                 c => panic!("unsupported array width {c}"),
             }
@@ -217,100 +267,89 @@ impl Pairs {
         out: &mut [i32; C],
     ) {
         use std::arch::x86_64::*;
-        // SAFETY: as `product_regs_avx2`; `out` holds C int32 values, written 8 at a time at
-        // 8q + 8 ≤ C.
+        // SAFETY: as `accumulate_avx2` (Q = C/8 in each arm); `out` holds C int32 values,
+        // written 8 at a time at 8q + 8 ≤ C.
+        unsafe fn one<const R: usize, const C: usize, const Q: usize>(
+            w: &Pairs,
+            act: &[i8; R],
+            out: &mut [i32; C],
+        ) {
+            unsafe {
+                let mut s = [[_mm256_setzero_si256(); Q]; 1];
+                w.accumulate_avx2::<R, C, 1, Q>(&mut s, [act]);
+                let o = out.as_mut_ptr() as *mut __m256i;
+                for (q, sq) in s[0].iter().enumerate() {
+                    _mm256_storeu_si256(o.add(q), *sq);
+                }
+            }
+        }
         unsafe {
-            let s = self.product_regs_avx2::<R, C>(act);
-            let o = out.as_mut_ptr() as *mut __m256i;
-            for (q, sq) in s.iter().take(C / 8).enumerate() {
-                _mm256_storeu_si256(o.add(q), *sq);
+            match C {
+                8 => one::<R, C, 1>(self, act, out),
+                16 => one::<R, C, 2>(self, act, out),
+                32 => one::<R, C, 4>(self, act, out),
+                _ => one::<R, C, 8>(self, act, out),
             }
         }
     }
 
-    /// One product row in registers: columns `8q .. 8q+8` in element `q`.
+    /// Adds `NR` product rows into `s`, in registers: columns `8q .. 8q+8` of row `r` in
+    /// element `[r][q]`. Each weight load serves all `NR` rows, and each activation pair is a
+    /// single broadcast from a copy of the row widened to int16, so the multiply-adds are the
+    /// only arithmetic in the inner loop. `Q` is `C/8`, and `NR · Q ≤ 8` keeps every partial
+    /// sum in a register.
     ///
     /// # Safety
-    /// As [`Self::product_avx2`].
+    /// As [`Self::product_avx2`], and `Q = C/8`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn product_regs_avx2<const R: usize, const C: usize>(
+    unsafe fn accumulate_avx2<const R: usize, const C: usize, const NR: usize, const Q: usize>(
         &self,
-        act: &[i8; R],
-    ) -> [std::arch::x86_64::__m256i; 8] {
-        use std::arch::x86_64::*;
-        let w: &[i16] = &self.w[..R * C];
-        // SAFETY: `w` holds R·C int16 values, read 16 at a time at offsets k·2C + 16q + 16 ≤
-        // (R/2)·2C for k < R/2, q < C/8; `act` is read 16 bytes at a time at 2k + 16 ≤ R.
-        unsafe {
-            let mut s = [_mm256_setzero_si256(); 8];
-            // Adds activation pair `k` (broadcast in `a`) times weight row pair `k`.
-            macro_rules! step {
-                ($k:expr, $a:expr) => {{
-                    let a = $a;
-                    let wk = w.as_ptr().add($k * 2 * C) as *const __m256i;
-                    for (q, sq) in s.iter_mut().take(C / 8).enumerate() {
-                        *sq = _mm256_add_epi32(
-                            *sq,
-                            _mm256_madd_epi16(a, _mm256_loadu_si256(wk.add(q))),
-                        );
-                    }
-                }};
-            }
-            // Sixteen lanes at a time: widen them to int16 once; each 32-bit lane of the result
-            // is one activation pair, broadcast with a lane permute.
-            let mut k = 0;
-            while 2 * k + 16 <= R {
-                let wide = _mm256_cvtepi8_epi16(_mm_loadu_si128(act.as_ptr().add(2 * k).cast()));
-                for j in 0..8 {
-                    step!(
-                        k + j,
-                        _mm256_permutevar8x32_epi32(wide, _mm256_set1_epi32(j as i32))
-                    );
-                }
-                k += 8;
-            }
-            while k < R / 2 {
-                let lo = act[2 * k] as i16 as u16 as u32;
-                let hi = act[2 * k + 1] as i16 as u16 as u32;
-                step!(k, _mm256_set1_epi32((lo | hi << 16) as i32));
-                k += 1;
-            }
-            s
-        }
-    }
-
-    /// A whole GEMM on the AVX2 kernel: for each `(act row, acc row)` of `rows`, the product
-    /// row combined into the accumulator row as `mode` says, without leaving registers.
-    ///
-    /// # Safety
-    /// As [`Self::product_avx2`]; every row index must be in range of `act` and `acc`.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn gemm_avx2<const R: usize, const C: usize>(
-        &self,
-        act: &[i8],
-        acc: &mut [i32],
-        rows: impl Iterator<Item = (usize, usize)>,
-        mode: GemmMode,
+        s: &mut [[std::arch::x86_64::__m256i; Q]; NR],
+        acts: [&[i8; R]; NR],
     ) {
         use std::arch::x86_64::*;
-        for (a, r) in rows {
-            let a: &[i8; R] = act[a * R..a * R + R].try_into().expect("activation row");
-            let out = &mut acc[r * C..r * C + C];
-            // SAFETY: the kernel's contract holds; `out` holds C int32 values, accessed 8 at
-            // a time at 8q + 8 ≤ C.
+        let w: &[i16] = &self.w[..R * C];
+        let mut wide = [[0i16; R]; NR];
+        for (wr, a) in wide.iter_mut().zip(acts) {
+            let mut r = 0;
+            // SAFETY: 16 bytes read at r + 16 ≤ R, 16 int16 written at the same offset.
+            while r + 16 <= R {
+                unsafe {
+                    let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(r).cast()));
+                    _mm256_storeu_si256(wr.as_mut_ptr().add(r).cast(), v);
+                }
+                r += 16;
+            }
+            for (d, &x) in wr[r..].iter_mut().zip(&a[r..]) {
+                *d = x as i16;
+            }
+        }
+        // Read the pairs back from memory: left to itself, the compiler replaces the
+        // broadcast loads with shuffles of the widened registers, which cost an ALU slot
+        // each and spill the partial sums.
+        let wide = std::hint::black_box(&mut wide);
+        // A loop the compiler cannot unroll: unrolled, its schedule interleaves several
+        // steps and spills the partial sums.
+        let pairs = std::hint::black_box(R / 2).min(R / 2);
+        for k in 0..pairs {
+            // SAFETY: the pair at 2k + 2 ≤ R of each widened row; `w` holds R·C int16 values,
+            // read 16 at a time at k·2C + 16q + 16 ≤ (R/2)·2C for q < Q.
             unsafe {
-                let s = self.product_regs_avx2::<R, C>(a);
-                let o = out.as_mut_ptr() as *mut __m256i;
-                for (q, sq) in s.iter().take(C / 8).enumerate() {
-                    let v = match mode {
-                        GemmMode::Overwrite => *sq,
-                        GemmMode::Add => _mm256_add_epi32(_mm256_loadu_si256(o.add(q)), *sq),
-                        GemmMode::Max => _mm256_max_epi32(_mm256_loadu_si256(o.add(q)), *sq),
-                    };
-                    _mm256_storeu_si256(o.add(q), v);
+                let wk = w.as_ptr().add(k * 2 * C) as *const __m256i;
+                let mut wq = [_mm256_setzero_si256(); Q];
+                for (q, v) in wq.iter_mut().enumerate() {
+                    *v = _mm256_loadu_si256(wk.add(q));
+                }
+                // One broadcast live at a time: NR·Q sums, Q weights and one pair fit the 16
+                // registers.
+                for (sr, wr) in s.iter_mut().zip(wide.iter()) {
+                    let a =
+                        _mm256_set1_epi32((wr.as_ptr().add(2 * k) as *const i32).read_unaligned());
+                    for (sq, v) in sr.iter_mut().zip(&wq) {
+                        *sq = _mm256_add_epi32(*sq, _mm256_madd_epi16(a, *v));
+                    }
                 }
             }
         }
@@ -366,92 +405,202 @@ fn walk_rows(walk: &Walk, n_inner: usize, start: usize) -> impl Iterator<Item = 
     })
 }
 
-fn gemm_rc<const R: usize, const C: usize>(st: &mut State, g: &Gemm) {
-    let cols = C;
-    let slot = g.wgt as usize;
-    let tile = &st.wgt[slot * R * cols..][..R * cols];
-    let fresh;
-    let w: &Pairs = match st.wgt_src[slot] {
-        Some(addr) => {
-            let (lo, hi) = st.packed_span;
-            st.packed_span = (lo.min(addr as usize), hi.max(addr as usize + R * C));
-            st.packed
-                .entry(addr)
-                .or_insert_with(|| std::sync::Arc::new(Pairs::new(tile, R, C)))
-        }
-        None => {
-            fresh = Pairs::new(tile, R, C);
-            &fresh
-        }
-    };
-    let n_inner = g.n_inner as usize;
-    let n_outer = g.n_outer as usize;
-    let total = n_outer * n_inner;
-    let act = &st.act;
-    let acc = &mut st.acc;
-    let act_rows = |start: usize| walk_rows(&g.act, n_inner, start).map(|r| &act[r * R..r * R + R]);
-    let parallel = total * R * cols >= PAR_MACS && rayon::current_num_threads() > 1;
+/// Whether no two iterations of the walk share a row.
+fn injective(w: &Walk, n_outer: usize, n_inner: usize) -> bool {
+    let (so, si) = (w.stride_outer as usize, w.stride_inner as usize);
+    let inner_ok = n_inner == 1 || si > 0;
+    inner_ok && (n_outer == 1 || so > (n_inner - 1) * si)
+}
 
-    if !parallel {
-        #[cfg(target_arch = "x86_64")]
-        if w.avx2 {
-            let rows = walk_rows(&g.act, n_inner, 0).zip(walk_rows(&g.acc, n_inner, 0));
-            // SAFETY: `avx2` is set only when the CPU has it and C suits the kernel; validated
-            // walks keep every row inside the buffers.
-            unsafe { w.gemm_avx2::<R, C>(act, acc, rows.take(total), g.mode) };
-            return;
+fn run_rc<const R: usize, const C: usize>(
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    parallel: bool,
+) {
+    let g = &group[0].0;
+    let n_inner = g.n_inner as usize;
+    let total = g.n_outer as usize * n_inner;
+    let macs = group.len() * total * R * C;
+    let parallel = parallel && macs >= PAR_MACS && rayon::current_num_threads() > 1;
+    let task = (total / (4 * rayon::current_num_threads())).max(MIN_TASK_ROWS);
+    let dense = dense(&g.acc, g.n_outer as usize, n_inner);
+
+    #[cfg(target_arch = "x86_64")]
+    if group.iter().all(|(_, w)| w.avx2) {
+        if parallel && dense {
+            let base = g.acc.base as usize;
+            acc[base * C..(base + total) * C]
+                .par_chunks_mut(task * C)
+                .enumerate()
+                .for_each(|(t, chunk)| {
+                    let start = t * task;
+                    let end = start + chunk.len() / C;
+                    // SAFETY: `avx2` is set only when the CPU has it and C suits the kernel;
+                    // the chunk holds the rows of iterations start..end, from row base+start.
+                    unsafe { fused_avx2::<R, C>(group, act, chunk, base + start, start..end) };
+                });
+        } else {
+            // SAFETY: as above; validated walks keep every row inside the buffers.
+            unsafe { fused_avx2::<R, C>(group, act, acc, 0, 0..total) };
         }
-        let mut prod = vec![0i32; cols];
-        for (a, r) in act_rows(0).zip(walk_rows(&g.acc, n_inner, 0)).take(total) {
-            w.product::<R, C>(a, &mut prod);
-            apply(&mut acc[r * cols..r * cols + cols], &prod, g.mode);
+        return;
+    }
+    if group.len() > 1 {
+        for one in group {
+            run_rc::<R, C>(std::slice::from_ref(one), act, acc, parallel);
         }
         return;
     }
 
-    let task = (total / (4 * rayon::current_num_threads())).max(MIN_TASK_ROWS);
-    if dense(&g.acc, n_outer, n_inner) {
-        let base = g.acc.base as usize * cols;
-        acc[base..base + total * cols]
-            .par_chunks_mut(task * cols)
+    let w = &group[0].1;
+    let act_rows = |start: usize| walk_rows(&g.act, n_inner, start).map(|r| &act[r * R..r * R + R]);
+    if !parallel {
+        let mut prod = vec![0i32; C];
+        for (a, r) in act_rows(0).zip(walk_rows(&g.acc, n_inner, 0)).take(total) {
+            w.product::<R, C>(a, &mut prod);
+            apply(&mut acc[r * C..r * C + C], &prod, g.mode);
+        }
+        return;
+    }
+    if dense {
+        let base = g.acc.base as usize * C;
+        acc[base..base + total * C]
+            .par_chunks_mut(task * C)
             .enumerate()
             .for_each(|(t, chunk)| {
-                #[cfg(target_arch = "x86_64")]
-                if w.avx2 {
-                    let n = chunk.len() / cols;
-                    let rows = walk_rows(&g.act, n_inner, t * task).zip(0..n);
-                    // SAFETY: as in the sequential case; the chunk holds rows 0..n.
-                    unsafe { w.gemm_avx2::<R, C>(act, chunk, rows, g.mode) };
-                    return;
-                }
-                let mut prod = vec![0i32; cols];
-                for (out, a) in chunk.chunks_exact_mut(cols).zip(act_rows(t * task)) {
+                let mut prod = vec![0i32; C];
+                for (out, a) in chunk.chunks_exact_mut(C).zip(act_rows(t * task)) {
                     w.product::<R, C>(a, &mut prod);
                     apply(out, &prod, g.mode);
                 }
             });
         return;
     }
-
     let block = BLOCK.min(total);
     let task = task.min(block);
-    let mut scratch = vec![0i32; block * cols];
+    let mut scratch = vec![0i32; block * C];
     let mut start = 0;
     while start < total {
         let n = block.min(total - start);
-        scratch[..n * cols]
-            .par_chunks_mut(task * cols)
+        scratch[..n * C]
+            .par_chunks_mut(task * C)
             .enumerate()
             .for_each(|(t, chunk)| {
-                for (out, a) in chunk.chunks_exact_mut(cols).zip(act_rows(start + t * task)) {
+                for (out, a) in chunk.chunks_exact_mut(C).zip(act_rows(start + t * task)) {
                     w.product::<R, C>(a, out);
                 }
             });
         let rows = walk_rows(&g.acc, n_inner, start);
-        for (prod, r) in scratch[..n * cols].chunks_exact(cols).zip(rows) {
-            apply(&mut acc[r * cols..r * cols + cols], prod, g.mode);
+        for (prod, r) in scratch[..n * C].chunks_exact(C).zip(rows) {
+            apply(&mut acc[r * C..r * C + C], prod, g.mode);
         }
         start += n;
+    }
+}
+
+/// Iterations `its` of a [`fusable`] group on the AVX2 kernel, `acc` holding accumulator rows
+/// from `row0` on: rows go through the kernel in blocks of four (two at 32 columns, one at 64)
+/// and every instruction's products for a block are summed in registers before the block's
+/// rows are combined with the accumulator, in iteration order — iterations that share an
+/// accumulator row still see each other.
+///
+/// # Safety
+/// The CPU must have AVX2, every tile of the group the row-pair layout with `C` a multiple of
+/// 8 no larger than 64, and every row the walks reach be inside `act` and `acc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fused_avx2<const R: usize, const C: usize>(
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    row0: usize,
+    its: std::ops::Range<usize>,
+) {
+    // SAFETY: the contract is passed on; Q = C/8 and NR · Q ≤ 8 in every arm.
+    unsafe {
+        match C {
+            8 => fused_blocks_avx2::<R, C, 4, 1>(group, act, acc, row0, its),
+            16 => fused_blocks_avx2::<R, C, 4, 2>(group, act, acc, row0, its),
+            32 => fused_blocks_avx2::<R, C, 2, 4>(group, act, acc, row0, its),
+            _ => fused_blocks_avx2::<R, C, 1, 8>(group, act, acc, row0, its),
+        }
+    }
+}
+
+/// [`fused_avx2`] with `NR` rows per block; `Q` is `C/8`.
+///
+/// # Safety
+/// As [`fused_avx2`], and `Q = C/8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fused_blocks_avx2<const R: usize, const C: usize, const NR: usize, const Q: usize>(
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    row0: usize,
+    its: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    let first = &group[0].0;
+    let n_inner = first.n_inner as u32;
+    let mode = first.mode;
+    let act_row = |w: &Walk, (o, i): (u32, u32)| -> &[i8; R] {
+        let a = w.row(o, i) as usize * R;
+        act[a..a + R].try_into().expect("activation row")
+    };
+    // Combines product row `s` into the accumulator row of iteration `it`.
+    let mut combine = |it: (u32, u32), s: &[__m256i; Q]| {
+        let r = first.acc.row(it.0, it.1) as usize - row0;
+        let out = &mut acc[r * C..r * C + C];
+        let o = out.as_mut_ptr() as *mut __m256i;
+        // SAFETY: `out` holds C int32 values, accessed 8 at a time at 8q + 8 ≤ C.
+        unsafe {
+            for (q, sq) in s.iter().enumerate() {
+                let v = match mode {
+                    GemmMode::Overwrite => *sq,
+                    GemmMode::Add => _mm256_add_epi32(_mm256_loadu_si256(o.add(q)), *sq),
+                    GemmMode::Max => _mm256_max_epi32(_mm256_loadu_si256(o.add(q)), *sq),
+                };
+                _mm256_storeu_si256(o.add(q), v);
+            }
+        }
+    };
+    let (mut o, mut i) = ((its.start as u32) / n_inner, (its.start as u32) % n_inner);
+    let mut t = its.start;
+    while t < its.end {
+        let n = NR.min(its.end - t);
+        let mut block = [(0, 0); NR];
+        for it in block.iter_mut().take(n) {
+            *it = (o, i);
+            i += 1;
+            if i == n_inner {
+                i = 0;
+                o += 1;
+            }
+        }
+        if n == NR {
+            let mut s = [[_mm256_setzero_si256(); Q]; NR];
+            for (g, w) in group {
+                // SAFETY: the kernel's contract holds.
+                unsafe {
+                    w.accumulate_avx2::<R, C, NR, Q>(&mut s, block.map(|it| act_row(&g.act, it)))
+                };
+            }
+            for (it, sr) in block.iter().zip(&s) {
+                combine(*it, sr);
+            }
+        } else {
+            for &it in &block[..n] {
+                let mut s = [[_mm256_setzero_si256(); Q]; 1];
+                for (g, w) in group {
+                    // SAFETY: as above.
+                    unsafe { w.accumulate_avx2::<R, C, 1, Q>(&mut s, [act_row(&g.act, it)]) };
+                }
+                combine(it, &s[0]);
+            }
+        }
+        t += n;
     }
 }
 
@@ -528,6 +677,70 @@ mod tests {
         check::<4, 16>(&mut rnd);
         check::<8, 32>(&mut rnd);
         check::<64, 64>(&mut rnd);
+    }
+
+    /// Groups of GEMMs that [`fusable`] lets run as one give what running them one by one
+    /// gives, for every mode and for walks that share accumulator rows.
+    #[test]
+    fn fused_groups_match_one_by_one() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        for cfg in [
+            HwConfig::DEFAULT,
+            HwConfig::with_array(8, 32),
+            HwConfig::with_array(16, 64),
+        ] {
+            let (r, c) = (cfg.rows as usize, cfg.cols as usize);
+            let act: Vec<i8> = (0..64 * r).map(|_| rng.gen()).collect();
+            let mut fused_any = 0;
+            for _ in 0..300 {
+                let (n_outer, n_inner) = (rng.gen_range(1..4u16), rng.gen_range(1..8u16));
+                let walk = |rng: &mut StdRng| Walk {
+                    base: rng.gen_range(0..8),
+                    stride_outer: rng.gen_range(0..9),
+                    stride_inner: rng.gen_range(0..3),
+                };
+                let acc_walk = walk(&mut rng);
+                let mut group = Vec::new();
+                for k in 0..rng.gen_range(1..5) {
+                    let mode = match (k, rng.gen_range(0..4)) {
+                        (0, 0) => GemmMode::Overwrite,
+                        (_, 1) => GemmMode::Max,
+                        _ => GemmMode::Add,
+                    };
+                    let g = Gemm {
+                        mode,
+                        n_outer,
+                        n_inner,
+                        acc: acc_walk,
+                        act: walk(&mut rng),
+                        ..Gemm::default()
+                    };
+                    let tile: Vec<i8> = (0..r * c).map(|_| rng.gen()).collect();
+                    group.push((g, Arc::new(Pairs::new(&tile, r, c))));
+                }
+                let len = (1..group.len())
+                    .take_while(|&k| fusable(&group[0].0, &group[k].0))
+                    .count()
+                    + 1;
+                let group = &group[..len];
+                fused_any += (len > 1) as usize;
+                let init: Vec<i32> = (0..48 * c).map(|_| rng.gen_range(-1000..1000)).collect();
+                let mut want = init.clone();
+                for one in group {
+                    run(&cfg, std::slice::from_ref(one), &act, &mut want, false);
+                }
+                let mut got = init.clone();
+                run(&cfg, group, &act, &mut got, false);
+                assert_eq!(
+                    got,
+                    want,
+                    "{cfg}: {:?}",
+                    group.iter().map(|g| g.0).collect::<Vec<_>>()
+                );
+            }
+            assert!(fused_any > 50, "{cfg}: only {fused_any} groups fused");
+        }
     }
 
     #[test]

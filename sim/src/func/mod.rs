@@ -9,7 +9,9 @@
 //!
 //! Instructions run in program order. A valid program is race-free — every pair of accesses to the
 //! same buffer row or DRAM byte by two different modules is ordered by dependency tokens — so any
-//! token-respecting interleaving of the three modules gives the result of program order.
+//! token-respecting interleaving of the three modules gives the result of program order. Large
+//! programs on more than one thread get that result faster: independent compute instructions
+//! run in parallel, on private copies of the rows they use (see `batch`).
 //!
 //! Tokens are counted per directed edge (load→compute, compute→load, compute→store,
 //! store→compute). A pop on an edge that has received no push earlier in program order can never
@@ -40,6 +42,7 @@
 //! `ERROR_PC` at that instruction, and [`FuncSim::diagnostic`] describes the access. Programs
 //! that can trigger this are outside the architecture's contract.
 
+mod batch;
 mod exec;
 mod gemm;
 mod requant;
@@ -126,7 +129,13 @@ impl State {
 struct Decoded {
     insns: std::sync::Arc<[Instruction]>,
     cycles: u64,
+    /// Multiply-accumulates of the whole program.
+    macs: u64,
 }
+
+/// Smallest program (in MACs) batched by default: below, moving the run to the thread pool
+/// costs more than parallel chains gain.
+const BATCH_MACS: u64 = 1 << 22;
 
 /// The functional model of one NPU with its DRAM.
 pub struct FuncSim {
@@ -145,10 +154,13 @@ pub struct FuncSim {
     /// The last run waits for a token that never comes.
     hung: bool,
     diagnostic: Option<String>,
-    /// Decoded programs by `(PROG_BASE, PROG_LEN)`, and the DRAM bytes they span. Any write
-    /// over those bytes (by the host or by a STORE) drops them all.
+    /// Decoded programs by `(PROG_BASE, PROG_LEN)`. A write over a program's bytes (by the
+    /// host or by a STORE) drops it.
     decoded: std::collections::HashMap<(u32, u32), Decoded>,
-    code_span: Option<(u64, u64)>,
+    /// Compute instructions held back within a run (empty between runs).
+    batch: batch::Batch,
+    /// Whether compute instructions are batched ([`FuncSim::with_batching`]).
+    batched: Option<bool>,
 }
 
 /// Decoded programs kept at most (one per NPU stage, or per layer when layers run alone).
@@ -185,18 +197,27 @@ impl FuncSim {
             hung: false,
             diagnostic: None,
             decoded: std::collections::HashMap::new(),
-            code_span: None,
+            batch: batch::Batch::default(),
+            batched: None,
         }
     }
 
     /// Drops decoded programs that the DRAM bytes `lo..hi` overlap.
     fn dram_written(&mut self, lo: u64, hi: u64) {
-        if let Some((c0, c1)) = self.code_span {
-            if lo < c1 && c0 < hi {
-                self.decoded.clear();
-                self.code_span = None;
-            }
-        }
+        self.decoded.retain(|&(base, len), _| {
+            let (c0, c1) = (base as u64, base as u64 + len as u64 * INSN_BYTES as u64);
+            hi <= c0 || c1 <= lo
+        });
+    }
+
+    /// Batches compute instructions and runs independent ones in parallel, and batches on
+    /// other threads while it goes on, even small ones (`true`), or runs every instruction at
+    /// once in program order (`false`). The results are the same. By default the model
+    /// batches when rayon has more than one thread, and goes parallel only where batches are
+    /// large enough to gain from it.
+    pub fn with_batching(mut self, on: bool) -> FuncSim {
+        self.batched = Some(on);
+        self
     }
 
     /// Uses `timing` for the `CYCLES` counter instead of the default timing parameters.
@@ -221,7 +242,6 @@ impl FuncSim {
         self.st.packed.clear();
         self.st.packed_span = (usize::MAX, 0);
         self.decoded.clear();
-        self.code_span = None;
         &mut self.st.dram
     }
 
@@ -286,6 +306,24 @@ impl FuncSim {
 
     /// Fetches, checks and executes the latched program.
     fn run(&mut self) {
+        // A program's first run decodes it and runs unbatched.
+        let key = (self.prog_base, self.prog_len);
+        let big = self.decoded.get(&key).is_some_and(|d| d.macs >= BATCH_MACS);
+        let batched = self
+            .batched
+            .unwrap_or(big && rayon::current_num_threads() > 1);
+        // Batching asked for explicitly runs in parallel whatever it can, however small.
+        self.batch.configure(batched, self.batched.is_some());
+        if batched && rayon::current_thread_index().is_none() {
+            // On a worker thread, so that this thread runs chains too while it waits for
+            // the others.
+            rayon::scope(|_| self.run_here());
+        } else {
+            self.run_here();
+        }
+    }
+
+    fn run_here(&mut self) {
         self.pending = false;
         let cfg = self.st.cfg;
         if !self.prog_base.is_multiple_of(INSN_BYTES as u32) {
@@ -310,6 +348,7 @@ impl FuncSim {
         let mut tokens = [[0u64; 3]; 3];
         self.st.stored = (usize::MAX, 0);
         let mut done = 0;
+        let batch = &mut self.batch;
         for (pc, insn) in insns.iter().enumerate() {
             let pc = pc as u32;
             let m = insn.module();
@@ -320,6 +359,7 @@ impl FuncSim {
                 if let (true, Some(from)) = (flag, from) {
                     let t = &mut tokens[from as usize][m as usize];
                     if *t == 0 {
+                        self.batch.flush(&mut self.st);
                         self.after_stores();
                         self.hang(pc, m, from, &insns[..done]);
                         return;
@@ -327,7 +367,7 @@ impl FuncSim {
                     *t -= 1;
                 }
             }
-            if let Err(msg) = exec::execute(&mut self.st, insn) {
+            if let Err(msg) = batch.step(&mut self.st, insn) {
                 outcome = Some((
                     ERR_DRAM_RANGE,
                     pc,
@@ -344,6 +384,7 @@ impl FuncSim {
             self.mac_active += insn.mac_cycles();
             done += 1;
         }
+        batch.flush(&mut self.st);
         self.after_stores();
         self.cycles = match (cached_cycles, &outcome) {
             (Some(c), None) => c,
@@ -354,15 +395,11 @@ impl FuncSim {
             None => {
                 self.status = regs::STATUS_DONE;
                 if cached_cycles.is_none() && self.decoded.len() < MAX_DECODED {
-                    let lo = self.prog_base as u64;
-                    let hi = lo + self.prog_len as u64 * INSN_BYTES as u64;
-                    self.code_span = Some(match self.code_span {
-                        Some((c0, c1)) => (c0.min(lo), c1.max(hi)),
-                        None => (lo, hi),
-                    });
                     self.decoded.insert(
                         key,
                         Decoded {
+                            macs: insns.iter().map(|i| i.mac_cycles()).sum::<u64>()
+                                * (cfg.rows * cfg.cols) as u64,
                             insns,
                             cycles: self.cycles,
                         },
