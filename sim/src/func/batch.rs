@@ -56,7 +56,7 @@ use std::sync::Arc;
 const PAR_MACS: usize = 1 << 18;
 /// Batch size (in MACs) from which a batch is handed to another thread at the next store,
 /// while this one goes on with the next instructions.
-const DISPATCH_MACS: usize = 1 << 22;
+const DISPATCH_MACS: usize = 1 << 24;
 
 /// Rows (or bytes) `lo..hi`; empty when `lo >= hi`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
