@@ -9,7 +9,7 @@
 //! A single row never overflows: `|Σ| ≤ 64·128·128 < 2^31`; the accumulator update wraps.
 //!
 //! With AVX2 (detected at run time) the same row-pair kernel runs 8 columns per instruction,
-//! several activation rows at a time so that each weight load serves them all.
+//! two activation rows at a time so that each weight load serves both.
 //!
 //! On CPUs with AVX-512 VNNI (detected at run time) tiles whose height is a multiple of 4 and
 //! width a multiple of 16 take a faster path: `vpdpbusd` multiplies 4 unsigned by 4 signed
@@ -294,10 +294,9 @@ impl Pairs {
     }
 
     /// Adds `NR` product rows into `s`, in registers: columns `8q .. 8q+8` of row `r` in
-    /// element `[r][q]`. Each weight load serves all `NR` rows, and each activation pair is a
-    /// single broadcast from a copy of the row widened to int16, so the multiply-adds are the
-    /// only arithmetic in the inner loop. `Q` is `C/8`, and `NR · Q ≤ 8` keeps every partial
-    /// sum in a register.
+    /// element `[r][q]`; `Q` is `C/8`. Sixteen activation lanes at a time are widened to
+    /// int16 once, and each 32-bit lane of the result (one activation pair) is broadcast with
+    /// a lane permute; each weight load serves all `NR` rows.
     ///
     /// # Safety
     /// As [`Self::product_avx2`], and `Q = C/8`.
@@ -311,46 +310,39 @@ impl Pairs {
     ) {
         use std::arch::x86_64::*;
         let w: &[i16] = &self.w[..R * C];
-        let mut wide = [[0i16; R]; NR];
-        for (wr, a) in wide.iter_mut().zip(acts) {
-            let mut r = 0;
-            // SAFETY: 16 bytes read at r + 16 ≤ R, 16 int16 written at the same offset.
-            while r + 16 <= R {
-                unsafe {
-                    let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(r).cast()));
-                    _mm256_storeu_si256(wr.as_mut_ptr().add(r).cast(), v);
-                }
-                r += 16;
-            }
-            for (d, &x) in wr[r..].iter_mut().zip(&a[r..]) {
-                *d = x as i16;
-            }
-        }
-        // Read the pairs back from memory: left to itself, the compiler replaces the
-        // broadcast loads with shuffles of the widened registers, which cost an ALU slot
-        // each and spill the partial sums.
-        let wide = std::hint::black_box(&mut wide);
-        // A loop the compiler cannot unroll: unrolled, its schedule interleaves several
-        // steps and spills the partial sums.
-        let pairs = std::hint::black_box(R / 2).min(R / 2);
-        for k in 0..pairs {
-            // SAFETY: the pair at 2k + 2 ≤ R of each widened row; `w` holds R·C int16 values,
-            // read 16 at a time at k·2C + 16q + 16 ≤ (R/2)·2C for q < Q.
-            unsafe {
+        // SAFETY: `w` holds R·C int16 values, read 16 at a time at offsets k·2C + 16q + 16 ≤
+        // (R/2)·2C for k < R/2, q < Q; each activation row is read 16 bytes at a time at
+        // 2k + 16 ≤ R.
+        unsafe {
+            // Adds activation pair `k` of each row (broadcast in `a[r]`) times weight row
+            // pair `k`.
+            let mut step = |k: usize, a: &[__m256i; NR]| {
                 let wk = w.as_ptr().add(k * 2 * C) as *const __m256i;
-                let mut wq = [_mm256_setzero_si256(); Q];
-                for (q, v) in wq.iter_mut().enumerate() {
-                    *v = _mm256_loadu_si256(wk.add(q));
-                }
-                // One broadcast live at a time: NR·Q sums, Q weights and one pair fit the 16
-                // registers.
-                for (sr, wr) in s.iter_mut().zip(wide.iter()) {
-                    let a =
-                        _mm256_set1_epi32((wr.as_ptr().add(2 * k) as *const i32).read_unaligned());
-                    for (sq, v) in sr.iter_mut().zip(&wq) {
-                        *sq = _mm256_add_epi32(*sq, _mm256_madd_epi16(a, *v));
+                for q in 0..Q {
+                    let wq = _mm256_loadu_si256(wk.add(q));
+                    for (sr, ar) in s.iter_mut().zip(a) {
+                        sr[q] = _mm256_add_epi32(sr[q], _mm256_madd_epi16(*ar, wq));
                     }
                 }
+            };
+            let mut k = 0;
+            while 2 * k + 16 <= R {
+                let wide = acts
+                    .map(|a| _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(2 * k).cast())));
+                for j in 0..8 {
+                    let idx = _mm256_set1_epi32(j as i32);
+                    step(k + j, &wide.map(|v| _mm256_permutevar8x32_epi32(v, idx)));
+                }
+                k += 8;
+            }
+            while k < R / 2 {
+                let pair = acts.map(|a| {
+                    let lo = a[2 * k] as i16 as u16 as u32;
+                    let hi = a[2 * k + 1] as i16 as u16 as u32;
+                    _mm256_set1_epi32((lo | hi << 16) as i32)
+                });
+                step(k, &pair);
+                k += 1;
             }
         }
     }
@@ -500,7 +492,7 @@ fn run_rc<const R: usize, const C: usize>(
 }
 
 /// Iterations `its` of a [`fusable`] group on the AVX2 kernel, `acc` holding accumulator rows
-/// from `row0` on: rows go through the kernel in blocks of four (two at 32 columns, one at 64)
+/// from `row0` on: rows go through the kernel in pairs (one at a time at 64 columns)
 /// and every instruction's products for a block are summed in registers before the block's
 /// rows are combined with the accumulator, in iteration order — iterations that share an
 /// accumulator row still see each other.
@@ -520,8 +512,8 @@ unsafe fn fused_avx2<const R: usize, const C: usize>(
     // SAFETY: the contract is passed on; Q = C/8 and NR · Q ≤ 8 in every arm.
     unsafe {
         match C {
-            8 => fused_blocks_avx2::<R, C, 4, 1>(group, act, acc, row0, its),
-            16 => fused_blocks_avx2::<R, C, 4, 2>(group, act, acc, row0, its),
+            8 => fused_blocks_avx2::<R, C, 2, 1>(group, act, acc, row0, its),
+            16 => fused_blocks_avx2::<R, C, 2, 2>(group, act, acc, row0, its),
             32 => fused_blocks_avx2::<R, C, 2, 4>(group, act, acc, row0, its),
             _ => fused_blocks_avx2::<R, C, 1, 8>(group, act, acc, row0, its),
         }
