@@ -17,7 +17,11 @@ const CONFIGS: [HwConfig; 3] = [
 ];
 
 fn run(p: &RandProgram) -> FuncSim {
-    let mut s = FuncSim::new(p.config, p.dram.len() as u64);
+    run_on(FuncSim::new(p.config, p.dram.len() as u64), p)
+}
+
+/// Loads `p` into `s` and runs it to the end.
+fn run_on(mut s: FuncSim, p: &RandProgram) -> FuncSim {
     s.write_dram(0, &p.dram).unwrap();
     s.write_reg(regs::PROG_BASE, p.prog_base);
     s.write_reg(regs::PROG_LEN, p.prog_len());
@@ -368,13 +372,8 @@ fn run_batching(p: &RandProgram, batching: bool) -> FuncSim {
         .build()
         .unwrap();
     pool.install(|| {
-        let mut s = FuncSim::new(p.config, p.dram.len() as u64).with_batching(batching);
-        s.write_dram(0, &p.dram).unwrap();
-        s.write_reg(regs::PROG_BASE, p.prog_base);
-        s.write_reg(regs::PROG_LEN, p.prog_len());
-        s.write_reg(regs::CONTROL, regs::CONTROL_START);
-        s.advance(u64::MAX);
-        s
+        let s = FuncSim::new(p.config, p.dram.len() as u64).with_batching(batching);
+        run_on(s, p)
     })
 }
 

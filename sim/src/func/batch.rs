@@ -186,7 +186,14 @@ struct Region {
 }
 
 impl Region {
-    fn of(d: &Dma, elem: usize, bytes: Span) -> Region {
+    /// The bytes DMA `d` of `elem`-byte elements touches (fields unchecked: computed wide).
+    fn of(d: &Dma, elem: usize) -> Region {
+        let lo = d.dram_base as usize;
+        let hi = lo
+            + (d.y_size as usize - 1) * d.y_stride as usize
+            + (d.x_size as usize - 1) * d.x_stride as usize
+            + elem;
+        let bytes = Span { lo, hi };
         Region {
             base: d.dram_base as usize,
             // A single row has no row stride; any multiple of the element stride stands in.
@@ -314,7 +321,8 @@ impl Batch {
                 Ok(())
             }
             Instruction::Load(d) => {
-                if self.load_conflicts(st, d) {
+                let region = Region::of(d, st.cfg.element_bytes(d.buffer) as usize);
+                if self.load_conflicts(d, &region) {
                     self.flush(st);
                 } else if d.buffer == Buffer::Act && self.act_reads.overlaps(load_rows(d)) {
                     self.snapshot_act(st);
@@ -322,23 +330,7 @@ impl Batch {
                 if d.buffer == Buffer::Acc {
                     self.settle_acc(st, load_rows(d));
                 }
-                let elem = st.cfg.element_bytes(d.buffer) as usize;
-                let first = d.dram_base as usize;
-                let last = first
-                    + (d.y_size as usize - 1) * d.y_stride as usize
-                    + (d.x_size as usize - 1) * d.x_stride as usize
-                    + elem;
-                self.settle_dram(
-                    st,
-                    &Region::of(
-                        d,
-                        elem,
-                        Span {
-                            lo: first,
-                            hi: last,
-                        },
-                    ),
-                );
+                self.settle_dram(st, &region);
                 exec::load(st, d)
             }
             Instruction::Store(d) => self.store(st, d),
@@ -454,15 +446,12 @@ impl Batch {
         if matches!(owner, Owner::Split) {
             self.flush(st);
         }
-        let bytes = match exec::store_bytes(st, d) {
-            Ok((lo, hi)) => Span { lo, hi },
-            Err(e) => {
-                self.flush(st);
-                return Err(e);
-            }
-        };
+        if let Err(e) = exec::note_store(st, d) {
+            self.flush(st);
+            return Err(e);
+        }
         let elem = st.cfg.element_bytes(Buffer::Out) as usize;
-        let region = Region::of(d, elem, bytes);
+        let region = Region::of(d, elem);
         let apart = |chains: &[Chain], k: Option<usize>| {
             chains
                 .iter()
@@ -515,28 +504,19 @@ impl Batch {
 
     /// Whether load `d` writes accumulator rows a chain holds or reads DRAM bytes a pending
     /// store writes.
-    fn load_conflicts(&self, st: &State, d: &Dma) -> bool {
-        let rows = load_rows(d);
-        let elem = st.cfg.element_bytes(d.buffer) as u64;
-        let first = d.dram_base as u64;
-        let last = first
-            + (d.y_size as u64 - 1) * d.y_stride as u64
-            + (d.x_size as u64 - 1) * d.x_stride as u64
-            + elem;
-        let bytes = Span {
-            lo: first as usize,
-            hi: last.min(usize::MAX as u64) as usize,
-        };
+    fn load_conflicts(&self, d: &Dma, region: &Region) -> bool {
         // Activation rows are handled by `snapshot_act`; pending GEMMs hold their packed
         // weight tiles, and nothing else reads weights.
-        let rows_used =
-            d.buffer == Buffer::Acc && self.chains.iter().any(|c| c.acc.span.overlaps(rows));
-        let region = Region::of(d, elem as usize, bytes);
+        let rows_used = d.buffer == Buffer::Acc
+            && self
+                .chains
+                .iter()
+                .any(|c| c.acc.span.overlaps(load_rows(d)));
         rows_used
             || self
                 .chains
                 .iter()
-                .any(|c| c.stores.iter().any(|r| !r.apart(&region)))
+                .any(|c| c.stores.iter().any(|r| !r.apart(region)))
     }
 
     /// Seals, for the buffer `rows` picks, every chain whose rows `span` covers: a new
@@ -765,7 +745,7 @@ fn run_now(st: &mut State, insn: &Instruction) -> Result<(), String> {
         },
         Instruction::Load(d) => exec::load(st, d)?,
         Instruction::Store(d) => {
-            exec::store_bytes(st, d)?;
+            exec::note_store(st, d)?;
             let elem = st.cfg.element_bytes(Buffer::Out) as usize;
             let out = &st.out[d.sram_base as usize * elem..];
             let dram = &mut st.dram;

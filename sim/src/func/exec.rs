@@ -99,9 +99,9 @@ pub(crate) fn load(st: &mut State, d: &Dma) -> Result<(), String> {
     Ok(())
 }
 
-/// The DRAM bytes `lo..hi` store `d` writes, noted as written (the model forgets what it
-/// derived from them); fails when they reach past the end of the DRAM.
-pub(crate) fn store_bytes(st: &mut State, d: &Dma) -> Result<(usize, usize), String> {
+/// Checks that store `d` stays inside the DRAM and notes the bytes it writes as written (the
+/// model forgets what it derived from them); does this before the store's data moves.
+pub(crate) fn note_store(st: &mut State, d: &Dma) -> Result<(), String> {
     let elem = st.cfg.element_bytes(Buffer::Out) as usize;
     check_dram(d, elem, st.dram.len())?;
     let (ys, xs) = (d.y_size as usize, d.x_size as usize);
@@ -109,7 +109,7 @@ pub(crate) fn store_bytes(st: &mut State, d: &Dma) -> Result<(usize, usize), Str
     let hi = elem_addr(d, ys - 1, xs - 1) + elem;
     st.stored = (st.stored.0.min(lo), st.stored.1.max(hi));
     st.dram_written(lo, hi);
-    Ok((lo, hi))
+    Ok(())
 }
 
 /// Passes the elements of store `d` from `rows` (the output buffer from row `d.sram_base`
