@@ -26,6 +26,10 @@ module sinter_issue #(
   // module queues: 0 load, 1 compute, 2 store (the ISA's Module numbering)
   input  logic [2:0]  queue_full_i,
   output logic [2:0]  queue_push_o,
+  // accumulator rows the instruction touches (GEMM, VEC source, accumulator load), for the
+  // compute module's checks against the vector unit
+  output logic [$clog2(ACC_DEPTH)-1:0] acc_lo_o,
+  output logic [$clog2(ACC_DEPTH)-1:0] acc_hi_o,
   output logic        fault_o,
   output logic [7:0]  fault_code_o,
   output logic [31:0] pc_o,
@@ -153,6 +157,18 @@ module sinter_issue #(
     end else begin
       loop_bounds = (32'(g.wgt) >= 32'(WGT_DEPTH)) ||
                     (wa_max >= 34'(ACC_DEPTH)) || (wb_max >= 34'(ACT_DEPTH));
+    end
+  end
+
+  // Valid instructions only reach a queue, so the rows fit the buffer and the truncation is exact.
+  localparam int unsigned ACC_AW = $clog2(ACC_DEPTH);
+  always_comb begin
+    if (is_load) begin
+      acc_lo_o = d.sram_base[ACC_AW-1:0];
+      acc_hi_o = ACC_AW'(dma_end - 35'd1);
+    end else begin
+      acc_lo_o = wa_base[ACC_AW-1:0];
+      acc_hi_o = wa_max[ACC_AW-1:0];
     end
   end
 

@@ -10,6 +10,20 @@
 // iterations is still writing it (stage 2 now, or written last cycle, which the synchronous read
 // did not see yet) is forwarded from the pipeline instead of taken from the buffer.
 //
+// Requantization beside the GEMMs: a VEC reads its three parameter rows in the foreground, then
+// hands its rows to the vector unit and the module accepts the next instruction at once. The
+// accumulator is two banks (lower and upper half), each with its own read port, so the next
+// block's GEMMs run in one bank while the requantization reads the other. Program order stays
+// the semantics; while a VEC runs, the head instruction waits for it when
+//   - it is a GEMM whose rows share a bank with the VEC's rows (one read port per bank),
+//   - it is an accumulator load whose rows overlap the VEC's rows (it would overwrite them),
+//   - it is a VEC (one vector unit),
+//   - it pushes a token to the store module (which may then read the VEC's output rows), or to
+//     the load module while the VEC also does (one push per edge and cycle).
+// A token to the load module only says that activation and weight rows are free; a VEC reads
+// neither, and every foreground instruction before it has completed, so it may go ahead. The
+// rows each instruction touches come with it from the issue stage (acc_lo_i, acc_hi_i).
+//
 // Back-to-back GEMMs: in the cycle the last row of a GEMM issues, the next GEMM may be accepted.
 // Its weight tile is read while the old last row passes stage 1 (which still sees the old weight
 // register) and its rows follow after one cycle; the old GEMM completes (pushes its tokens) three
@@ -25,7 +39,8 @@ module sinter_mod_compute #(
   parameter int unsigned BUS_BYTES = sinter_isa_pkg::DEFAULT_BUS_BYTES,
   parameter int unsigned ACT_AW    = $clog2(ACT_DEPTH),
   parameter int unsigned WGT_AW    = $clog2(WGT_DEPTH),
-  parameter int unsigned OUT_AW    = $clog2(OUT_DEPTH)
+  parameter int unsigned OUT_AW    = $clog2(OUT_DEPTH),
+  parameter int unsigned ACC_AW    = $clog2(ACC_DEPTH)
 ) (
   input  logic                   clk_i,
   input  logic                   rst_ni,
@@ -33,6 +48,8 @@ module sinter_mod_compute #(
   // instruction queue
   input  logic                   q_valid_i,
   input  logic [sinter_isa_pkg::INSN_BITS-1:0] q_insn_i,
+  input  logic [ACC_AW-1:0]      acc_lo_i,   // accumulator rows the head instruction touches
+  input  logic [ACC_AW-1:0]      acc_hi_i,
   output logic                   q_pop_o,
   // tokens: prev = load module, next = store module
   input  logic                   tok_prev_avail_i,
@@ -41,7 +58,7 @@ module sinter_mod_compute #(
   output logic                   tok_pop_next_o,
   output logic                   tok_push_prev_o,
   output logic                   tok_push_next_o,
-  output logic                   insn_done_o,
+  output logic [1:0]             insn_done_o,  // instructions completed this cycle
   output logic                   idle_o,
   output logic                   mac_active_o,
   // memory read requester (accumulator loads)
@@ -62,15 +79,15 @@ module sinter_mod_compute #(
   output logic [OUT_AW-1:0]      out_waddr_o,
   output logic [COLS*8-1:0]      out_wdata_o
 );
-  localparam int unsigned ACC_AW  = $clog2(ACC_DEPTH);
   localparam int unsigned AW_ROW  = COLS * 32;
   localparam int unsigned E_ACC   = COLS * 4;
   localparam int unsigned ACC_NCH = (E_ACC > BUS_BYTES) ? E_ACC / BUS_BYTES : 1;
   localparam int unsigned BW      = 8;
   localparam int unsigned LB      = $clog2(BUS_BYTES);
+  localparam int unsigned BANK_AW = ACC_AW - 1;  // rows per bank: half the buffer
 
   typedef enum logic [2:0] {
-    S_IDLE, S_LDACC, S_G_WGT, S_G_RUN, S_G_DRAIN, S_V_PARAM, S_V_RUN, S_V_DRAIN
+    S_IDLE, S_LDACC, S_G_WGT, S_G_RUN, S_G_DRAIN, S_V_PARAM
   } state_e;
 
   sinter_isa_pkg::dma_insn_t  d;
@@ -86,23 +103,53 @@ module sinter_mod_compute #(
   logic [3:0] opcode;
   assign opcode = d.opcode;
 
+  // ---- the vector unit's state (it runs beside the foreground, see the top) ----------------------
+  logic              vu_busy_q;   // from a VEC's accept to its completion
+  logic              vu_run_q;    // issuing rows
+  logic              vu_drain_q;  // all rows issued, the pipeline drains
+  logic [3:0]        vu_deps_q;
+  logic [ACC_AW-1:0] vu_lo_q, vu_hi_q;
+  logic              vu_done;
+
+  // Whether the head instruction may start while the vector unit is busy (the rules at the top).
+  logic clear_of_vu, vu_push_clash;
+  assign vu_push_clash = d.deps[sinter_isa_pkg::DEP_PUSH_NEXT] ||
+                         (d.deps[sinter_isa_pkg::DEP_PUSH_PREV] &&
+                          vu_deps_q[sinter_isa_pkg::DEP_PUSH_PREV]);
+  always_comb begin
+    if (!vu_busy_q) begin
+      clear_of_vu = 1'b1;
+    end else if (vu_push_clash) begin
+      clear_of_vu = 1'b0;
+    end else begin
+      unique case (opcode)
+        sinter_isa_pkg::OP_GEMM:
+          clear_of_vu = (acc_hi_i[ACC_AW-1] < vu_lo_q[ACC_AW-1]) ||
+                        (acc_lo_i[ACC_AW-1] > vu_hi_q[ACC_AW-1]);
+        sinter_isa_pkg::OP_LOAD: clear_of_vu = (acc_hi_i < vu_lo_q) || (acc_lo_i > vu_hi_q);
+        sinter_isa_pkg::OP_SYNC: clear_of_vu = 1'b1;
+        default:                 clear_of_vu = 1'b0;
+      endcase
+    end
+  end
+
   logic pend_q, pend_fire, overlap;
   logic [1:0] pend_cnt_q;
   logic [3:0] pend_deps_q;
   assign overlap = (state_q == S_G_RUN) && last_iter && !pend_q &&
                    (opcode == sinter_isa_pkg::OP_GEMM);
-  assign accept = ((state_q == S_IDLE) || overlap) && q_valid_i &&
+  assign accept = ((state_q == S_IDLE) || overlap) && q_valid_i && clear_of_vu &&
                   (!d.deps[sinter_isa_pkg::DEP_POP_PREV] || tok_prev_avail_i) &&
                   (!d.deps[sinter_isa_pkg::DEP_POP_NEXT] || tok_next_avail_i);
   assign q_pop_o        = accept;
   assign tok_pop_prev_o = accept && d.deps[sinter_isa_pkg::DEP_POP_PREV];
   assign tok_pop_next_o = accept && d.deps[sinter_isa_pkg::DEP_POP_NEXT];
 
-  // ---- loop state shared by GEMM (walk a = acc, b = act) and VEC (a = src, b = dst) ------------
+  // ---- GEMM loop: walk a = acc, b = act -----------------------------------------------------------
   logic [15:0] n_outer_q, n_inner_q, o_q, i_q;
   logic [15:0] a_outer_q, a_row_q, a_so_q, a_si_q;
   logic [15:0] b_outer_q, b_row_q, b_so_q, b_si_q;
-  logic        step, last_iter, inner_wrap;
+  logic        last_iter, inner_wrap;
   assign inner_wrap = (i_q == n_inner_q - 16'd1);
   assign last_iter  = inner_wrap && (o_q == n_outer_q - 16'd1);
 
@@ -126,17 +173,16 @@ module sinter_mod_compute #(
   logic [COLS*8-1:0] rq_data;
 
   // ---- accumulator buffer ports -------------------------------------------------------------------
-  logic              acc_re, acc_we;
-  logic [ACC_AW-1:0] acc_raddr, acc_waddr;
-  logic [AW_ROW-1:0] acc_rdata, acc_wdata;
+  // fg_*: the foreground (GEMM rows, VEC parameters); vu_*: the vector unit's rows.
+  logic              fg_re, vu_re, acc_we;
+  logic [ACC_AW-1:0] fg_raddr, vu_raddr, acc_waddr;
+  logic [AW_ROW-1:0] fg_rdata, vu_rdata, acc_wdata;
   logic [ACC_NCH-1:0] acc_wchunk;
   logic              dma_we;
   logic [ACC_AW-1:0] dma_waddr;
   logic [AW_ROW-1:0] dma_wdata;
   logic [ACC_NCH-1:0] dma_wchunk;
   logic              dma_done, dma_busy;
-
-  assign step = (state_q == S_G_RUN) || (state_q == S_V_RUN);
 
   always_ff @(posedge clk_i) begin
     if (!rst_ni || abort_i) begin
@@ -163,39 +209,25 @@ module sinter_mod_compute #(
         S_G_DRAIN: if (complete) state_q <= S_IDLE;
         S_V_PARAM: begin
           vcnt_q <= vcnt_q + 2'd1;
-          if (vcnt_q == 2'd3) state_q <= S_V_RUN;
+          if (vcnt_q == 2'd3) state_q <= S_IDLE;  // the vector unit takes over
         end
-        S_V_RUN:   if (last_iter) state_q <= S_V_DRAIN;
-        S_V_DRAIN: if (complete) state_q <= S_IDLE;
         default:   state_q <= S_IDLE;
       endcase
     end
   end
 
-  // Loop counters and walks: latched on accept, stepped once per issued row.
+  // GEMM loop counters and walks: latched on accept, stepped once per issued row.
   always_ff @(posedge clk_i) begin
-    if (accept) begin
-      if (opcode == sinter_isa_pkg::OP_VEC) begin
-        n_outer_q <= v.n_outer;          n_inner_q <= v.n_inner;
-        a_outer_q <= v.src_base;         a_row_q   <= v.src_base;
-        a_so_q    <= v.src_stride_outer; a_si_q    <= v.src_stride_inner;
-        b_outer_q <= v.dst_base;         b_row_q   <= v.dst_base;
-        b_so_q    <= v.dst_stride_outer; b_si_q    <= v.dst_stride_inner;
-      end else begin
-        n_outer_q <= g.n_outer;          n_inner_q <= g.n_inner;
-        a_outer_q <= g.acc_base;         a_row_q   <= g.acc_base;
-        a_so_q    <= g.acc_stride_outer; a_si_q    <= g.acc_stride_inner;
-        b_outer_q <= g.act_base;         b_row_q   <= g.act_base;
-        b_so_q    <= g.act_stride_outer; b_si_q    <= g.act_stride_inner;
-      end
-      o_q     <= '0;
-      i_q     <= '0;
-      mode_q  <= g.mode;
-      param_q <= v.param;
-      zp_q    <= v.zero_point;
-      lo_q    <= v.clamp_lo;
-      hi_q    <= v.clamp_hi;
-    end else if (step) begin
+    if (accept && opcode == sinter_isa_pkg::OP_GEMM) begin
+      n_outer_q <= g.n_outer;          n_inner_q <= g.n_inner;
+      a_outer_q <= g.acc_base;         a_row_q   <= g.acc_base;
+      a_so_q    <= g.acc_stride_outer; a_si_q    <= g.acc_stride_inner;
+      b_outer_q <= g.act_base;         b_row_q   <= g.act_base;
+      b_so_q    <= g.act_stride_outer; b_si_q    <= g.act_stride_inner;
+      o_q       <= '0;
+      i_q       <= '0;
+      mode_q    <= g.mode;
+    end else if (state_q == S_G_RUN) begin
       if (inner_wrap) begin
         i_q       <= '0;
         o_q       <= o_q + 16'd1;
@@ -231,7 +263,7 @@ module sinter_mod_compute #(
   always_comb begin
     if (p2_valid_q && p2_row_q == p1_row_q)      acc_old = p2_data_q;
     else if (p3_valid_q && p3_row_q == p1_row_q) acc_old = p3_data_q;
-    else                                         acc_old = acc_rdata;
+    else                                         acc_old = fg_rdata;
   end
 
   // Combine the product with the old row as the GEMM mode says (ISA `GemmMode`).
@@ -269,17 +301,79 @@ module sinter_mod_compute #(
     p3_data_q <= p2_data_q;
   end
 
-  // ---- VEC datapath -------------------------------------------------------------------------------
+  // ---- VEC: parameters in the foreground ----------------------------------------------------------
   // Parameter rows param, param+1, param+2 are read in the first three cycles and latched one
   // cycle later as bias, multiplier and shift.
   always_ff @(posedge clk_i) begin
+    if (accept && opcode == sinter_isa_pkg::OP_VEC) begin
+      param_q <= v.param;
+      zp_q    <= v.zero_point;
+      lo_q    <= v.clamp_lo;
+      hi_q    <= v.clamp_hi;
+    end
     if (state_q == S_V_PARAM) begin
       unique case (vcnt_q)
-        2'd1:    bias_q  <= acc_rdata;
-        2'd2:    mult_q  <= acc_rdata;
-        2'd3:    shift_q <= acc_rdata;
+        2'd1:    bias_q  <= fg_rdata;
+        2'd2:    mult_q  <= fg_rdata;
+        2'd3:    shift_q <= fg_rdata;
         default: ;
       endcase
+    end
+  end
+
+  // ---- VEC: rows on the vector unit ---------------------------------------------------------------
+  logic [15:0] vn_outer_q, vn_inner_q, vo_q, vi_q;
+  logic [15:0] s_outer_q, s_row_q, s_so_q, s_si_q;
+  logic [15:0] t_outer_q, t_row_q, t_so_q, t_si_q;
+  logic        v_last, v_wrap;
+  assign v_wrap = (vi_q == vn_inner_q - 16'd1);
+  assign v_last = v_wrap && (vo_q == vn_outer_q - 16'd1);
+
+  always_ff @(posedge clk_i) begin
+    if (!rst_ni || abort_i) begin
+      vu_busy_q  <= 1'b0;
+      vu_run_q   <= 1'b0;
+      vu_drain_q <= 1'b0;
+    end else if (accept && opcode == sinter_isa_pkg::OP_VEC) begin
+      vu_busy_q <= 1'b1;
+    end else begin
+      if (state_q == S_V_PARAM && vcnt_q == 2'd3) vu_run_q <= 1'b1;
+      if (vu_run_q && v_last) begin
+        vu_run_q   <= 1'b0;
+        vu_drain_q <= 1'b1;
+      end
+      if (vu_done) begin
+        vu_busy_q  <= 1'b0;
+        vu_drain_q <= 1'b0;
+      end
+    end
+  end
+
+  always_ff @(posedge clk_i) begin
+    if (accept && opcode == sinter_isa_pkg::OP_VEC) begin
+      vu_deps_q  <= v.deps;
+      vu_lo_q    <= acc_lo_i;
+      vu_hi_q    <= acc_hi_i;
+      vn_outer_q <= v.n_outer;          vn_inner_q <= v.n_inner;
+      s_outer_q  <= v.src_base;         s_row_q    <= v.src_base;
+      s_so_q     <= v.src_stride_outer; s_si_q     <= v.src_stride_inner;
+      t_outer_q  <= v.dst_base;         t_row_q    <= v.dst_base;
+      t_so_q     <= v.dst_stride_outer; t_si_q     <= v.dst_stride_inner;
+      vo_q       <= '0;
+      vi_q       <= '0;
+    end else if (vu_run_q) begin
+      if (v_wrap) begin
+        vi_q      <= '0;
+        vo_q      <= vo_q + 16'd1;
+        s_outer_q <= s_outer_q + s_so_q;
+        s_row_q   <= s_outer_q + s_so_q;
+        t_outer_q <= t_outer_q + t_so_q;
+        t_row_q   <= t_outer_q + t_so_q;
+      end else begin
+        vi_q    <= vi_q + 16'd1;
+        s_row_q <= s_row_q + s_si_q;
+        t_row_q <= t_row_q + t_si_q;
+      end
     end
   end
 
@@ -287,12 +381,12 @@ module sinter_mod_compute #(
     if (!rst_ni || abort_i) begin
       v1_valid_q <= 1'b0;
     end else begin
-      v1_valid_q <= (state_q == S_V_RUN);
+      v1_valid_q <= vu_run_q;
     end
   end
 
   always_ff @(posedge clk_i) begin
-    v1_dst_q <= b_row_q;
+    v1_dst_q <= t_row_q;
   end
 
   sinter_requant #(.COLS(COLS)) u_requant (
@@ -301,7 +395,7 @@ module sinter_mod_compute #(
     .flush_i (abort_i),
     .valid_i (v1_valid_q),
     .dst_i   (v1_dst_q),
-    .acc_i   (acc_rdata),
+    .acc_i   (vu_rdata),
     .bias_i  (bias_q),
     .mult_i  (mult_q),
     .shift_i (shift_q),
@@ -317,21 +411,23 @@ module sinter_mod_compute #(
   assign out_we_o    = rq_valid;
   assign out_waddr_o = rq_dst[OUT_AW-1:0];
   assign out_wdata_o = rq_data;
+  assign vu_done     = vu_drain_q && !v1_valid_q && !rq_busy;
 
-  // ---- accumulator buffer -------------------------------------------------------------------------
+  // ---- accumulator buffer: two banks -------------------------------------------------------------
   always_comb begin
-    acc_re    = 1'b0;
-    acc_raddr = a_row_q[ACC_AW-1:0];
+    fg_re    = 1'b0;
+    fg_raddr = a_row_q[ACC_AW-1:0];
     unique case (state_q)
-      S_G_RUN:   acc_re = (mode_q != sinter_isa_pkg::GEMM_OVERWRITE);
+      S_G_RUN:   fg_re = (mode_q != sinter_isa_pkg::GEMM_OVERWRITE);
       S_V_PARAM: begin
-        acc_re    = (vcnt_q != 2'd3);
-        acc_raddr = param_q[ACC_AW-1:0] + ACC_AW'(vcnt_q);
+        fg_re    = (vcnt_q != 2'd3);
+        fg_raddr = param_q[ACC_AW-1:0] + ACC_AW'(vcnt_q);
       end
-      S_V_RUN:   acc_re = 1'b1;
       default:   ;
     endcase
   end
+  assign vu_re    = vu_run_q;
+  assign vu_raddr = s_row_q[ACC_AW-1:0];
 
   always_comb begin
     if (state_q == S_LDACC) begin
@@ -347,16 +443,34 @@ module sinter_mod_compute #(
     end
   end
 
-  sinter_sram #(.WIDTH(AW_ROW), .DEPTH(ACC_DEPTH), .NCHUNK(ACC_NCH)) u_acc (
-    .clk_i,
-    .we_i     (acc_we),
-    .waddr_i  (acc_waddr),
-    .wdata_i  (acc_wdata),
-    .wchunk_i (acc_wchunk),
-    .re_i     (acc_re),
-    .raddr_i  (acc_raddr),
-    .rdata_o  (acc_rdata)
-  );
+  // The rules at the top keep the foreground and the vector unit in different banks whenever both
+  // read; the vector unit has the port of the bank it reads, the foreground the other.
+  logic              fg_bank_q, vu_bank_q;
+  logic [AW_ROW-1:0] bank_rdata [2];
+  for (genvar b = 0; b < 2; b++) begin : g_bank
+    logic               re, vu_here;
+    logic [BANK_AW-1:0] raddr;
+    assign vu_here = vu_re && (vu_raddr[ACC_AW-1] == 1'(b));
+    assign re      = vu_here || (fg_re && (fg_raddr[ACC_AW-1] == 1'(b)));
+    assign raddr   = vu_here ? vu_raddr[BANK_AW-1:0] : fg_raddr[BANK_AW-1:0];
+    sinter_sram #(.WIDTH(AW_ROW), .DEPTH(ACC_DEPTH / 2), .NCHUNK(ACC_NCH)) u_acc (
+      .clk_i,
+      .we_i     (acc_we && (acc_waddr[ACC_AW-1] == 1'(b))),
+      .waddr_i  (acc_waddr[BANK_AW-1:0]),
+      .wdata_i  (acc_wdata),
+      .wchunk_i (acc_wchunk),
+      .re_i     (re),
+      .raddr_i  (raddr),
+      .rdata_o  (bank_rdata[b])
+    );
+  end
+
+  always_ff @(posedge clk_i) begin
+    fg_bank_q <= fg_raddr[ACC_AW-1];
+    vu_bank_q <= vu_raddr[ACC_AW-1];
+  end
+  assign fg_rdata = bank_rdata[fg_bank_q];
+  assign vu_rdata = bank_rdata[vu_bank_q];
 
   // ---- accumulator loads --------------------------------------------------------------------------
   logic                   wr_valid, wr_pad;
@@ -441,19 +555,24 @@ module sinter_mod_compute #(
       end
       S_LDACC:   complete = dma_done;
       S_G_DRAIN: complete = !p1_valid_q && !p2_valid_q;
-      S_V_DRAIN: complete = !v1_valid_q && !rq_busy;
       default:   ;
     endcase
   end
 
   // The pending GEMM always completes before the one that overlapped it (which needs at least a
-  // weight cycle, a row and the drain), so the two never complete in the same cycle.
+  // weight cycle, a row and the drain), so the two never complete in the same cycle. A VEC may
+  // complete beside a foreground instruction; the rules at the top keep their pushes on
+  // different edges.
+  logic       fg_done;
   logic [3:0] push_deps;
+  assign fg_done         = complete || pend_fire;
   assign push_deps       = pend_fire ? pend_deps_q : done_deps;
-  assign insn_done_o     = complete || pend_fire;
-  assign tok_push_prev_o = insn_done_o && push_deps[sinter_isa_pkg::DEP_PUSH_PREV];
-  assign tok_push_next_o = insn_done_o && push_deps[sinter_isa_pkg::DEP_PUSH_NEXT];
-  assign idle_o          = (state_q == S_IDLE) && !pend_q;
+  assign insn_done_o     = 2'(fg_done) + 2'(vu_done);
+  assign tok_push_prev_o = (fg_done && push_deps[sinter_isa_pkg::DEP_PUSH_PREV]) ||
+                           (vu_done && vu_deps_q[sinter_isa_pkg::DEP_PUSH_PREV]);
+  assign tok_push_next_o = (fg_done && push_deps[sinter_isa_pkg::DEP_PUSH_NEXT]) ||
+                           (vu_done && vu_deps_q[sinter_isa_pkg::DEP_PUSH_NEXT]);
+  assign idle_o          = (state_q == S_IDLE) && !pend_q && !vu_busy_q;
 
   logic unused_compute;
   assign unused_compute = ^{dma_busy, d, g, v, rq_dst, param_q};

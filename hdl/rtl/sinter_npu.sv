@@ -40,6 +40,7 @@ module sinter_npu #(
   localparam int unsigned ACT_AW  = $clog2(ACT_DEPTH);
   localparam int unsigned WGT_AW  = $clog2(WGT_DEPTH);
   localparam int unsigned OUT_AW  = $clog2(OUT_DEPTH);
+  localparam int unsigned ACC_AW  = $clog2(ACC_DEPTH);
   localparam int unsigned ACT_NCH = (ROWS > BUS_BYTES) ? ROWS / BUS_BYTES : 1;
   localparam int unsigned WGT_NCH = (ROWS * COLS > BUS_BYTES) ? ROWS * COLS / BUS_BYTES : 1;
   localparam int unsigned BB      = BUS_BYTES * 8;
@@ -49,7 +50,8 @@ module sinter_npu #(
   logic [31:0] prog_base, prog_len, pc;
   logic [7:0]  fault_code;
   logic        mac_active, all_dispatched;
-  logic [2:0]  insn_done;  // per module
+  logic        insn_done_load, insn_done_store;
+  logic [1:0]  insn_done_compute;  // the vector unit completes beside the foreground
 
   sinter_regs #(
     .ROWS(ROWS), .COLS(COLS), .ACT_DEPTH(ACT_DEPTH), .WGT_DEPTH(WGT_DEPTH),
@@ -72,7 +74,7 @@ module sinter_npu #(
     .fault_pc_i    (pc),
     .finished_i    (finished),
     .mac_active_i  (mac_active),
-    .insns_done_i  (2'(insn_done[0]) + 2'(insn_done[1]) + 2'(insn_done[2]))
+    .insns_done_i  (3'(insn_done_load) + 3'(insn_done_compute) + 3'(insn_done_store))
   );
 
   assign abort = soft_reset || fault;
@@ -108,6 +110,7 @@ module sinter_npu #(
   logic [IBITS-1:0] f_insn;
   logic [2:0]       q_full, q_push, q_empty, q_pop;
   logic [3*IBITS-1:0] q_head;  // module m's head at [m*IBITS +: IBITS]
+  logic [ACC_AW-1:0]  f_acc_lo, f_acc_hi, q_acc_lo, q_acc_hi;
 
   sinter_prog_fetch #(.BUS_BYTES(BUS_BYTES)) u_fetch (
     .clk_i        (clk),
@@ -142,10 +145,28 @@ module sinter_npu #(
     .insn_pop_o       (f_pop),
     .queue_full_i     (q_full),
     .queue_push_o     (q_push),
+    .acc_lo_o         (f_acc_lo),
+    .acc_hi_o         (f_acc_hi),
     .fault_o          (fault),
     .fault_code_o     (fault_code),
     .pc_o             (pc),
     .all_dispatched_o (all_dispatched)
+  );
+
+  // Beside the compute queue: the accumulator rows of each instruction, worked out at issue.
+  logic [$clog2(QDEPTH+1)-1:0] unused_acc_q_count;
+  logic                        unused_acc_q_empty, unused_acc_q_full;
+  sinter_queue #(.WIDTH(2*ACC_AW), .DEPTH(QDEPTH)) u_q_acc (
+    .clk_i   (clk),
+    .rst_ni  (rst_n),
+    .flush_i (abort || start),
+    .push_i  (q_push[1]),
+    .wdata_i ({f_acc_hi, f_acc_lo}),
+    .pop_i   (q_pop[1]),
+    .rdata_o ({q_acc_hi, q_acc_lo}),
+    .empty_o (unused_acc_q_empty),  // in step with the compute queue
+    .full_o  (unused_acc_q_full),
+    .count_o (unused_acc_q_count)
   );
 
   for (genvar m = 0; m < 3; m++) begin : g_queue
@@ -214,7 +235,7 @@ module sinter_npu #(
     .tok_next_avail_i (tok_avail[1]),
     .tok_pop_next_o   (tok_dec[1]),
     .tok_push_next_o  (tok_inc[0]),
-    .insn_done_o      (insn_done[0]),
+    .insn_done_o      (insn_done_load),
     .idle_o           (idle[0]),
     .req_valid_o      (rq_valid[2]),
     .req_ready_i      (rq_ready[2]),
@@ -241,6 +262,8 @@ module sinter_npu #(
     .abort_i          (abort),
     .q_valid_i        (!q_empty[1]),
     .q_insn_i         (q_head[1*IBITS +: IBITS]),
+    .acc_lo_i         (q_acc_lo),
+    .acc_hi_i         (q_acc_hi),
     .q_pop_o          (q_pop[1]),
     .tok_prev_avail_i (tok_avail[0]),
     .tok_next_avail_i (tok_avail[3]),
@@ -248,7 +271,7 @@ module sinter_npu #(
     .tok_pop_next_o   (tok_dec[3]),
     .tok_push_prev_o  (tok_inc[1]),
     .tok_push_next_o  (tok_inc[2]),
-    .insn_done_o      (insn_done[1]),
+    .insn_done_o      (insn_done_compute),
     .idle_o           (idle[1]),
     .mac_active_o     (mac_active),
     .req_valid_o      (rq_valid[1]),
@@ -278,7 +301,7 @@ module sinter_npu #(
     .tok_prev_avail_i (tok_avail[2]),
     .tok_pop_prev_o   (tok_dec[2]),
     .tok_push_prev_o  (tok_inc[3]),
-    .insn_done_o      (insn_done[2]),
+    .insn_done_o      (insn_done_store),
     .idle_o           (idle[2]),
     .out_re_o         (out_re),
     .out_raddr_o      (out_raddr),

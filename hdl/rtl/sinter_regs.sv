@@ -31,7 +31,7 @@ module sinter_regs #(
   input  logic [31:0] fault_pc_i,
   input  logic        finished_i,
   input  logic        mac_active_i,
-  input  logic [1:0]  insns_done_i
+  input  logic [2:0]  insns_done_i
 );
   localparam logic [31:0] INSN_MASK = 32'(sinter_isa_pkg::INSN_BYTES) - 32'd1;
   localparam logic [31:0] CONFIG_ARRAY = 32'(ROWS) | (32'(COLS) << 8) | (32'(BUS_BYTES) << 16);

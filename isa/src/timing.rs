@@ -27,6 +27,9 @@ pub struct TimingParams {
     pub gemm_pipeline: u32,
     /// Depth of the vector-unit pipeline.
     pub vec_pipeline: u32,
+    /// Cycles a VEC holds the compute module to read its parameter rows, after its issue
+    /// cycles, before the vector unit takes its rows and the module accepts the next instruction.
+    pub vec_params: u32,
 }
 
 impl Default for TimingParams {
@@ -36,6 +39,7 @@ impl Default for TimingParams {
             issue: 2,
             gemm_pipeline: 3,
             vec_pipeline: 4,
+            vec_params: 3,
         }
     }
 }
@@ -59,8 +63,63 @@ pub fn busy_cycles(cfg: &HwConfig, p: &TimingParams, insn: &Instruction) -> u64 
         Instruction::Gemm(g) => {
             issue + g.n_outer as u64 * g.n_inner as u64 + p.gemm_pipeline as u64
         }
-        Instruction::Vec(v) => issue + v.n_outer as u64 * v.n_inner as u64 + p.vec_pipeline as u64,
+        Instruction::Vec(v) => {
+            issue
+                + p.vec_params as u64
+                + v.n_outer as u64 * v.n_inner as u64
+                + p.vec_pipeline as u64
+        }
         Instruction::Sync(_) => 1,
+    }
+}
+
+/// The accumulator rows an instruction on the compute module touches, as a bounding interval:
+/// a GEMM's accumulator walk, a VEC's source walk (its parameter rows are read before the
+/// vector unit runs), an accumulator load's rows. `None` for everything else.
+pub fn acc_rows(insn: &Instruction) -> Option<(u64, u64)> {
+    match insn {
+        Instruction::Gemm(g) => Some((g.acc.base as u64, g.acc.max_row(g.n_outer, g.n_inner))),
+        Instruction::Vec(v) => Some((v.src.base as u64, v.src.max_row(v.n_outer, v.n_inner))),
+        Instruction::Load(d) if d.buffer == crate::Buffer::Acc => Some((
+            d.sram_base as u64,
+            d.sram_base as u64 + d.sram_rows().max(1) - 1,
+        )),
+        _ => None,
+    }
+}
+
+/// The accumulator bank of a row: the buffer is two banks (its lower and upper half), each with
+/// its own read port.
+pub fn acc_bank(cfg: &HwConfig, row: u64) -> u64 {
+    row / (cfg.acc_depth as u64 / 2)
+}
+
+/// A VEC whose rows are still on the vector unit.
+#[derive(Clone, Copy, Debug)]
+struct VectorUnit {
+    /// The cycle the vector unit is free again (and the VEC's tokens are pushed).
+    end: u64,
+    rows: (u64, u64),
+    pushes_prev: bool,
+}
+
+/// Whether a compute-module instruction must wait for the VEC on the vector unit instead of
+/// starting beside it: it needs the vector unit, reads a bank the VEC reads, overwrites rows it
+/// reads, pushes to the store module (which may then read the VEC's output), or pushes to the
+/// load module as the VEC will (one push per edge and cycle).
+fn waits_for_vector_unit(cfg: &HwConfig, insn: &Instruction, vu: &VectorUnit) -> bool {
+    let d = insn.deps();
+    if d.push_next || (d.push_prev && vu.pushes_prev) {
+        return true;
+    }
+    let (lo, hi) = vu.rows;
+    match (insn, acc_rows(insn)) {
+        (Instruction::Vec(_), _) => true,
+        (Instruction::Gemm(_), Some((a, b))) => {
+            !(acc_bank(cfg, b) < acc_bank(cfg, lo) || acc_bank(cfg, a) > acc_bank(cfg, hi))
+        }
+        (Instruction::Load(_), Some((a, b))) => !(b < lo || a > hi),
+        _ => false,
     }
 }
 
@@ -87,6 +146,10 @@ pub fn fetch_cycles(cfg: &HwConfig) -> u64 {
 /// the previous one has drained. A GEMM accepted that way blocks the next overlap until its
 /// predecessor has completed, which takes three of its own rows.
 ///
+/// A VEC holds the compute module for its issue and parameter cycles only; its rows then run on
+/// the vector unit beside the following instructions, except those [`waits_for_vector_unit`]
+/// names, which start when it is done.
+///
 /// Instructions are dispatched in program order into per-module queues of [`QUEUE_DEPTH`], so a
 /// module whose queue is full holds up the others; fetch runs at most [`FETCH_DEPTH`] ahead.
 /// Instructions are fetched over the read port the load module's DMA uses, so a load is
@@ -100,6 +163,7 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
     // The cycle the last GEMM on the compute module issues its last row, while a following GEMM
     // may still overlap it.
     let mut overlap_at: Option<u64> = None;
+    let mut vector_unit: Option<VectorUnit> = None;
     // Program index just after the load module's previous instruction.
     let mut after_last_load = 0usize;
     // Dispatch cycle of every instruction so far, and the start cycles of each module's.
@@ -141,18 +205,30 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
             }
         }
         let mut t = free[m].max(ready);
+        // The cycle the foreground of the compute module is free again, when not `end`.
+        let mut foreground_end = None;
         if m == Module::Compute as usize {
+            // The cycle the vector unit lets this instruction start, if it has to wait.
+            let vu_wait = vector_unit
+                .filter(|vu| waits_for_vector_unit(cfg, insn, vu))
+                .map(|vu| vu.end);
             let gemm_rows = match insn {
                 Instruction::Gemm(g) => Some(g.n_outer as u64 * g.n_inner as u64),
                 _ => None,
             };
             let overlapped = match (gemm_rows, overlap_at) {
-                (Some(_), Some(at)) if ready <= at => {
+                (Some(_), Some(at)) if ready <= at && vu_wait.is_none_or(|e| e <= at) => {
                     t = at;
                     true
                 }
                 _ => false,
             };
+            if !overlapped {
+                t = t.max(vu_wait.unwrap_or(0));
+            }
+            if let Instruction::Vec(_) = insn {
+                foreground_end = Some(t + p.issue as u64 + p.vec_params as u64);
+            }
             // Accept (issue) cycles come first, then one row per cycle.
             overlap_at = gemm_rows
                 .filter(|&rows| !overlapped || rows >= 3)
@@ -173,13 +249,23 @@ pub fn estimate(cfg: &HwConfig, p: &TimingParams, program: &[Instruction]) -> Sc
                 pushes[m][to as usize].push(end);
             }
         }
-        free[m] = end;
+        if let (Some(fg), Some((lo, hi))) = (foreground_end, acc_rows(insn)) {
+            vector_unit = Some(VectorUnit {
+                end,
+                rows: (lo, hi),
+                pushes_prev: d.push_prev,
+            });
+            s.total_cycles = s.total_cycles.max(end);
+            free[m] = fg;
+        } else {
+            free[m] = end;
+        }
         starts[m].push(t);
         s.start.push(t);
         s.end.push(end);
         s.mac_cycles += insn.mac_cycles();
     }
-    s.total_cycles = free.iter().copied().max().unwrap_or(0);
+    s.total_cycles = s.total_cycles.max(free.iter().copied().max().unwrap_or(0));
     s
 }
 

@@ -20,7 +20,9 @@
 //!
 //! Work is cut into *steps* — (image, output tile, output block, source chunk) — and the load,
 //! compute and store modules pipeline over steps with double-buffered activation, weight and
-//! output buffers (see [`super::sync`] for the token mechanics).
+//! output buffers (see [`super::sync`] for the token mechanics). Successive output blocks also
+//! alternate between the two accumulator banks, so that one block's requantization runs on the
+//! vector unit while the next block's GEMMs run on the array.
 
 use sinter_isa::{Buffer, Dma, Gemm, GemmMode, HwConfig, Instruction, VecInsn, VecOp, Walk};
 
@@ -119,6 +121,13 @@ pub struct Pipeline {
     act_turn: usize,
     wgt_turn: usize,
     out_turn: usize,
+    acc_turn: usize,
+}
+
+/// Accumulator rows a tile may use: each bank (half the buffer) less the parameter rows, which
+/// sit at the top of the upper one.
+fn acc_tile_rows(cfg: &HwConfig) -> usize {
+    (cfg.acc_depth / 2 - PARAM_ROWS) as usize
 }
 
 /// A rectangle of output pixels of one image.
@@ -300,7 +309,7 @@ fn tilings(cfg: &HwConfig, layer: &WindowLayer) -> Result<Vec<Tiling>> {
     let act_depth = cfg.act_depth as usize;
     let wgt_half = cfg.wgt_depth as usize / 2;
     let out_half = cfg.out_depth as usize / 2;
-    let acc_rows = (cfg.acc_depth - PARAM_ROWS) as usize;
+    let acc_rows = acc_tile_rows(cfg);
     if layer.sources.len() != out.lanes / cols {
         return Err(lower_err(
             name,
@@ -622,6 +631,15 @@ fn emit_tiled(
             u16_of(s.tile.h, "tile rows", name)?,
             u16_of(s.tile.w, "tile columns", name)?,
         );
+        if s.first {
+            pipe.acc_turn += 1;
+        }
+        // The bank of this output block: the other one may still be requantizing the previous.
+        let acc_base = u16_of(
+            (pipe.acc_turn % 2) * cfg.acc_depth as usize / 2,
+            "acc row",
+            name,
+        )?;
         let (_, slots) = tile_slots(srcs);
         for (k, src) in srcs.iter().enumerate() {
             let base = places[i]
@@ -645,7 +663,7 @@ fn emit_tiled(
                 n_outer: th,
                 n_inner: tw,
                 acc: Walk {
-                    base: 0,
+                    base: acc_base,
                     stride_outer: tw,
                     stride_inner: 1,
                 },
@@ -657,6 +675,11 @@ fn emit_tiled(
                 ..Gemm::default()
             }));
         }
+        // The windows and weights are free once the GEMMs are done: the requantization reads
+        // neither, and runs beside the next block's GEMMs.
+        let done = b.signal(Edge::COMPUTE_TO_LOAD);
+        pipe.act_reader[places[i].act_region] = Some(done);
+        pipe.wgt_reader[places[i].wgt_half] = Some(done);
         let mut out_half_used = 0;
         if s.last {
             let h = pipe.out_turn % 2;
@@ -670,7 +693,7 @@ fn emit_tiled(
                 param: param_row,
                 n_outer: 1,
                 n_inner: th * tw,
-                src: Walk::contiguous(0),
+                src: Walk::contiguous(acc_base),
                 dst: Walk::contiguous(u16_of(h * out_half, "out row", name)?),
                 zero_point: layer.zero_point,
                 clamp_lo: layer.clamp_lo,
@@ -678,9 +701,6 @@ fn emit_tiled(
                 ..VecInsn::default()
             }));
         }
-        let done = b.signal(Edge::COMPUTE_TO_LOAD);
-        pipe.act_reader[places[i].act_region] = Some(done);
-        pipe.wgt_reader[places[i].wgt_half] = Some(done);
         if s.last {
             let ev = b.signal(Edge::COMPUTE_TO_STORE);
             b.wait(Edge::COMPUTE_TO_STORE, ev);
