@@ -8,7 +8,9 @@
 //!
 //! A second network exercises the tiling choices: 1×1 convolutions with stride 2 (with and
 //! without padding) whose windows the DMA fetches subsampled, and 1×1 convolutions with more
-//! input blocks than half the activation buffer holds for one tile.
+//! input blocks than half the activation buffer holds for one tile. A third has a 1×1
+//! convolution whose windows do not fit the activation buffer at all, so that several output
+//! blocks share each load of them.
 //!
 //! The whole network must run on the NPU; its int8 result must stay close to the float
 //! interpreter; and the RTL must agree with the functional model bit for bit.
@@ -291,6 +293,29 @@ fn projections() -> Vec<u8> {
     b.model(("x", &[1, PROJ_C, PROJ_SIDE, PROJ_SIDE]), ("y", &[1, 10]))
 }
 
+/// Input channels and side of [`wide_pointwise`].
+const WIDE_C: usize = 2304;
+const WIDE_SIDE: usize = 4;
+
+/// A 1×1 convolution over more input channels than the activation buffer holds windows for,
+/// on a map small enough that loading a window costs about what computing on it does.
+fn wide_pointwise() -> Vec<u8> {
+    let mut b = Builder::new();
+    let c = b.conv("wide", "x", WIDE_C, 72, 1, 1);
+    let r = b.node("Relu", "r", &[&c], &[]);
+    let pool = b.node(
+        "AveragePool",
+        "pool",
+        &[&r],
+        &[("kernel_shape", Attr::Ints(vec![WIDE_SIDE as i64; 2]))],
+    );
+    let flat = b.node("Flatten", "flat", &[&pool], &[]);
+    let wf = b.weight("fc_w", &[72, 10], -0.3, 0.3);
+    let bf = b.weight("fc_b", &[10], -0.1, 0.1);
+    b.node("Gemm", "y", &[&flat, &wf, &bf], &[]);
+    b.model(("x", &[1, WIDE_C, WIDE_SIDE, WIDE_SIDE]), ("y", &[1, 10]))
+}
+
 fn inputs(n: usize, seed: u64) -> ArrayD<f32> {
     inputs_shaped(&[n, 3, SIDE, SIDE], seed)
 }
@@ -358,7 +383,7 @@ fn every_operator_runs_on_the_npu_and_concat_inputs_are_written_in_place() {
 
 #[test]
 fn int8_stays_close_to_float() {
-    for onnx in [network(), projections()] {
+    for onnx in [network(), projections(), wide_pointwise()] {
         int8_close_to_float(&onnx);
     }
 }
@@ -397,6 +422,10 @@ fn rtl_matches_the_functional_model() {
         (
             projections(),
             inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], 99),
+        ),
+        (
+            wide_pointwise(),
+            inputs_shaped(&[1, WIDE_C, WIDE_SIDE, WIDE_SIDE], 99),
         ),
     ] {
         rtl_matches_func(&onnx, &x);
@@ -442,5 +471,34 @@ fn strided_pointwise_convolutions_fetch_only_the_pixels_they_read() {
                 assert!(d.x_stride >= 2 * hw.rows, "{name}: {d:?}");
             }
         }
+    }
+}
+
+/// When a layer's windows do not all stay on chip, output blocks that read the same windows
+/// share each load of them instead of reloading every window for every block.
+#[test]
+fn output_blocks_share_window_loads_when_the_windows_do_not_fit() {
+    for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
+        let b = bundle(&wide_pointwise(), hw);
+        let l = b.manifest.layers.iter().find(|l| l.name == "wide").unwrap();
+        let program = &b.program[l.insn_start as usize..l.insn_end as usize];
+        let act_loads = program
+            .iter()
+            .filter(|i| matches!(i, Instruction::Load(d) if d.buffer == Buffer::Act))
+            .count();
+        let in_blocks = WIDE_C.div_ceil(hw.rows as usize);
+        let out_blocks = 72usize.div_ceil(hw.cols as usize);
+        assert!(
+            in_blocks * WIDE_SIDE * WIDE_SIDE > hw.act_depth as usize,
+            "the windows must not fit the buffer for this test to mean anything"
+        );
+        // One window per input block per load; sharing needs fewer than one load of every
+        // window per output block.
+        assert!(
+            act_loads < in_blocks * out_blocks,
+            "{}x{}: {act_loads} window loads for {in_blocks} windows and {out_blocks} blocks",
+            hw.rows,
+            hw.cols
+        );
     }
 }

@@ -121,7 +121,9 @@ pub struct Pipeline {
     act_turn: usize,
     wgt_turn: usize,
     out_turn: usize,
+    /// Output blocks started so far, and the count when the current group of blocks started.
     acc_turn: usize,
+    acc_group_turn: usize,
 }
 
 /// Accumulator rows a tile may use: each bank (half the buffer) less the parameter rows, which
@@ -215,6 +217,9 @@ struct Tiling {
     /// windows with computing on this one's; 1 gives the windows the whole buffer, so more input
     /// blocks stay on chip across output blocks.
     act_regions: usize,
+    /// Output blocks that share each load of the windows, each accumulating in a slot of its
+    /// own. More than 1 only when the windows do not stay on chip across output blocks anyway.
+    blocks: usize,
 }
 
 /// Where a step's operands sit on chip.
@@ -224,13 +229,16 @@ struct Place {
     windows: Vec<((usize, usize), usize)>,
     act_region: usize,
     wgt_half: usize,
+    /// Per output block of the step: its first tile slot in the weight half.
+    wgt_slots: Vec<usize>,
 }
 
 struct Step {
     tile: Tile,
-    nb: usize,
-    /// Range of `sources[nb]` this step accumulates.
-    src: std::ops::Range<usize>,
+    /// The output blocks this step accumulates.
+    nbs: std::ops::Range<usize>,
+    /// Per output block: the range of `sources[nb]` this step accumulates.
+    srcs: Vec<std::ops::Range<usize>>,
     first: bool,
     last: bool,
     /// Whether this step loads activation windows (else it reuses the previous step's).
@@ -266,13 +274,28 @@ fn groups(sources: &[Source]) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// Whether output blocks `a` and `b` read the same windows in the same order, so that one load
+/// of each window serves both.
+fn same_windows(layer: &WindowLayer, a: usize, b: usize) -> bool {
+    let (sa, sb) = (&layer.sources[a], &layer.sources[b]);
+    let key = |s: &[Source], r: std::ops::Range<usize>| (s[r.start].input, s[r.start].block);
+    let (ga, gb) = (groups(sa), groups(sb));
+    ga.len() == gb.len()
+        && ga
+            .into_iter()
+            .zip(gb)
+            .all(|(x, y)| key(sa, x) == key(sb, y))
+}
+
 /// Emits the instructions of one windowed layer, cut into tiles the cost model finds fastest.
 ///
 /// The largest tile that fits is not always best: when the windows of every input block of a
 /// tile fit on chip together they are loaded once and reused by every output block, where a
 /// larger tile would reload them per output block. The candidates are the largest tile with
 /// double-buffered windows, the largest whose windows all fit half the buffer, and the largest
-/// whose windows all fit the whole buffer; each is lowered and timed by
+/// whose windows all fit the whole buffer, and, when the windows do not stay on chip across
+/// output blocks, each of those with 2, 4 or 8 output blocks sharing every window load; each is
+/// lowered and timed by
 /// [`sinter_isa::timing::estimate`], and the fastest is emitted.
 pub fn emit(
     b: &mut ProgramBuilder,
@@ -371,6 +394,7 @@ fn tilings(cfg: &HwConfig, layer: &WindowLayer) -> Result<Vec<Tiling>> {
             th,
             tw: rw,
             act_regions: 2,
+            blocks: 1,
         },
         None => {
             // Not even one row fits: a strip of one row.
@@ -388,6 +412,7 @@ fn tilings(cfg: &HwConfig, layer: &WindowLayer) -> Result<Vec<Tiling>> {
                 th: 1,
                 tw: w,
                 act_regions: 2,
+                blocks: 1,
             }]);
         }
     };
@@ -411,10 +436,33 @@ fn tilings(cfg: &HwConfig, layer: &WindowLayer) -> Result<Vec<Tiling>> {
                     th,
                     tw: rw,
                     act_regions: regions,
+                    blocks: 1,
                 };
                 if !out_tilings.contains(&t) {
                     out_tilings.push(t);
                 }
+            }
+        }
+    }
+    // Blocks that read the same windows may share each load of them when one block's windows do
+    // not all stay on chip: consecutive blocks alternate banks, so ⌈G/2⌉ tiles share a bank.
+    let nblocks = layer.sources.len();
+    let windows = groups(&layer.sources[0]).len();
+    if nblocks > 1 && (1..nblocks).all(|nb| same_windows(layer, 0, nb)) {
+        for t in out_tilings.clone() {
+            let on_chip =
+                tiles_fit && windows * window_rows(t.th, t.tw) <= act_depth / t.act_regions;
+            if on_chip {
+                continue;
+            }
+            for blocks in [2, 4, 8] {
+                if blocks > nblocks
+                    || blocks.div_ceil(2) * t.th * t.tw > acc_rows
+                    || blocks * max_group > wgt_half
+                {
+                    break;
+                }
+                out_tilings.push(Tiling { blocks, ..t });
             }
         }
     }
@@ -442,7 +490,17 @@ fn emit_tiled(
     if ry0 + rh > out.height || rx0 + rw > out.width {
         return Err(lower_err(name, "the output region lies outside the output"));
     }
-    let Tiling { th, tw, .. } = tiling;
+    let Tiling { th, tw, blocks, .. } = tiling;
+    let nblocks = layer.sources.len();
+    let block_groups: Vec<std::ops::Range<usize>> = (0..nblocks)
+        .step_by(blocks)
+        .map(|b0| b0..(b0 + blocks).min(nblocks))
+        .collect();
+    let window_groups: Vec<Vec<std::ops::Range<usize>>> =
+        layer.sources.iter().map(|s| groups(s)).collect();
+    // The windows stay on chip across output blocks when every block reads the same windows
+    // and every group of blocks takes them in one chunk.
+    let same_everywhere = (1..nblocks).all(|nb| same_windows(layer, 0, nb));
 
     // Steps.
     let mut steps = Vec::new();
@@ -457,21 +515,32 @@ fn emit_tiled(
                     w: tw.min(rx0 + rw - x0),
                 };
                 let win = Window::of(g, &tile).rows();
-                // Chunks of whole groups that fit both halves.
-                let chunks_of = |srcs: &[Source]| {
+                // Chunks of whole windows (ranges of window indices, the same for every block of
+                // a group) whose tiles fit one weight half and whose windows fit one region.
+                let chunks_of = |nbs: &std::ops::Range<usize>| {
                     let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
                     let (mut tiles, mut windows) = (0, 0);
-                    for r in groups(srcs) {
-                        let n = distinct_tiles(&srcs[r.clone()]);
+                    // Distinct tiles of each window, summed over the group's blocks.
+                    let tiles_of: Vec<usize> = (0..window_groups[nbs.start].len())
+                        .map(|k| {
+                            nbs.clone()
+                                .map(|nb| {
+                                    let r = window_groups[nb][k].clone();
+                                    distinct_tiles(&layer.sources[nb][r])
+                                })
+                                .sum()
+                        })
+                        .collect();
+                    for (k, n) in tiles_of.into_iter().enumerate() {
                         let fits_in = tiles + n <= wgt_half && (windows + 1) * win <= act_region;
                         match chunks.last_mut() {
                             Some(c) if fits_in => {
-                                c.end = r.end;
+                                c.end = k + 1;
                                 tiles += n;
                                 windows += 1;
                             }
                             _ => {
-                                chunks.push(r.clone());
+                                chunks.push(k..k + 1);
                                 tiles = n;
                                 windows = 1;
                             }
@@ -479,31 +548,25 @@ fn emit_tiled(
                     }
                     chunks
                 };
-                let per_nb: Vec<_> = layer.sources.iter().map(|s| chunks_of(s)).collect();
-                // The windows stay on chip across output blocks when every block reads the same
-                // single chunk of windows.
-                let shared = per_nb.iter().all(|c| c.len() == 1)
-                    && layer.sources.iter().all(|s| {
-                        groups(s)
-                            .iter()
-                            .map(|r| (s[r.start].input, s[r.start].block))
-                            .eq(groups(&layer.sources[0]).iter().map(|r| {
-                                (
-                                    layer.sources[0][r.start].input,
-                                    layer.sources[0][r.start].block,
-                                )
-                            }))
-                    });
-                for (nb, chunks) in per_nb.into_iter().enumerate() {
+                let per_group: Vec<_> = block_groups.iter().map(chunks_of).collect();
+                let shared = same_everywhere && per_group.iter().all(|c| c.len() == 1);
+                for (gi, (nbs, chunks)) in block_groups.iter().zip(per_group).enumerate() {
                     let n = chunks.len();
-                    for (ci, src) in chunks.into_iter().enumerate() {
+                    for (ci, ks) in chunks.into_iter().enumerate() {
+                        let srcs = nbs
+                            .clone()
+                            .map(|nb| {
+                                let w = &window_groups[nb];
+                                w[ks.start].start..w[ks.end - 1].end
+                            })
+                            .collect();
                         steps.push(Step {
                             tile,
-                            nb,
-                            src,
+                            nbs: nbs.clone(),
+                            srcs,
                             first: ci == 0,
                             last: ci + 1 == n,
-                            load_act: !shared || nb == 0,
+                            load_act: !shared || gi == 0,
                         });
                     }
                 }
@@ -526,7 +589,8 @@ fn emit_tiled(
      -> Result<Event> {
         let s = &steps[i];
         let mut place = Place::default();
-        let srcs = &layer.sources[s.nb][s.src.clone()];
+        // Every block of the step reads the same windows: the first says which.
+        let srcs = &layer.sources[s.nbs.start][s.srcs[0].clone()];
         let win = Window::of(g, &s.tile);
         if s.load_act {
             let h = pipe.act_turn % tiling.act_regions;
@@ -577,8 +641,13 @@ fn emit_tiled(
             b.wait(Edge::COMPUTE_TO_LOAD, ev);
         }
         place.wgt_half = h;
-        // The distinct tiles, in runs that are consecutive in DRAM.
-        let (distinct, _) = tile_slots(srcs);
+        // The distinct tiles of each block, one block after the other, loaded in runs that are
+        // consecutive in DRAM.
+        let mut distinct = Vec::new();
+        for (nb, r) in s.nbs.clone().zip(&s.srcs) {
+            place.wgt_slots.push(distinct.len());
+            distinct.extend(tile_slots(&layer.sources[nb][r.clone()]).0);
+        }
         let mut k = 0;
         while k < distinct.len() {
             let t0 = distinct[k];
@@ -613,110 +682,115 @@ fn emit_tiled(
             loaded.push(emit_loads(b, pipe, &mut places, i + 1)?);
         }
         let s = &steps[i];
-        let srcs = &layer.sources[s.nb][s.src.clone()];
         let win = Window::of(g, &s.tile);
         b.wait(Edge::LOAD_TO_COMPUTE, loaded[i]);
-        if s.first {
-            b.emit(Instruction::Load(Dma {
-                buffer: Buffer::Acc,
-                dram_base: layer.params_addr + (s.nb * PARAM_ROWS as usize * cols * 4) as u32,
-                sram_base: param_row,
-                y_size: 1,
-                x_size: PARAM_ROWS as u16,
-                x_stride: (cols * 4) as u32,
-                ..Dma::default()
-            }));
-        }
         let (th, tw) = (
             u16_of(s.tile.h, "tile rows", name)?,
             u16_of(s.tile.w, "tile columns", name)?,
         );
         if s.first {
-            pipe.acc_turn += 1;
+            pipe.acc_group_turn = pipe.acc_turn;
+            pipe.acc_turn += s.nbs.len();
         }
-        // The bank of this output block: the other one may still be requantizing the previous.
-        let acc_base = u16_of(
-            (pipe.acc_turn % 2) * cfg.acc_depth as usize / 2,
-            "acc row",
-            name,
-        )?;
-        let (_, slots) = tile_slots(srcs);
-        for (k, src) in srcs.iter().enumerate() {
-            let base = places[i]
-                .windows
-                .iter()
-                .find(|(key, _)| *key == (src.input, src.block))
-                .map(|(_, at)| *at)
-                .ok_or_else(|| lower_err(name, "a source's window was not loaded"))?;
-            let act_base = base + src.ky * g.dilation[0] * win.w + src.kx * g.dilation[1];
-            b.emit(Instruction::Gemm(Gemm {
-                mode: if s.first && k == 0 {
-                    GemmMode::Overwrite
-                } else {
-                    layer.combine
-                },
-                wgt: u16_of(
-                    places[i].wgt_half * wgt_half + slots[k],
-                    "weight tile",
-                    name,
-                )?,
-                n_outer: th,
-                n_inner: tw,
-                acc: Walk {
-                    base: acc_base,
-                    stride_outer: tw,
-                    stride_inner: 1,
-                },
-                act: Walk {
-                    base: u16_of(act_base, "act row", name)?,
-                    stride_outer: u16_of(g.stride[0] / win.step[0] * win.w, "row stride", name)?,
-                    stride_inner: u16_of(g.stride[1] / win.step[1], "stride", name)?,
-                },
-                ..Gemm::default()
-            }));
-        }
-        // The windows and weights are free once the GEMMs are done: the requantization reads
-        // neither, and runs beside the next block's GEMMs.
-        let done = b.signal(Edge::COMPUTE_TO_LOAD);
-        pipe.act_reader[places[i].act_region] = Some(done);
-        pipe.wgt_reader[places[i].wgt_half] = Some(done);
-        let mut out_half_used = 0;
-        if s.last {
-            let h = pipe.out_turn % 2;
-            pipe.out_turn += 1;
-            out_half_used = h;
-            if let Some(ev) = pipe.out_reader[h] {
-                b.wait(Edge::STORE_TO_COMPUTE, ev);
+        for (j, (nb, r)) in s.nbs.clone().zip(&s.srcs).enumerate() {
+            let srcs = &layer.sources[nb][r.clone()];
+            // Consecutive blocks alternate banks, so that one block's requantization runs
+            // beside the next block's GEMMs; a group's blocks fill each bank tile by tile.
+            let acc_base = u16_of(
+                (pipe.acc_group_turn + j) % 2 * cfg.acc_depth as usize / 2
+                    + j / 2 * s.tile.h * s.tile.w,
+                "acc row",
+                name,
+            )?;
+            let (_, slots) = tile_slots(srcs);
+            for (k, src) in srcs.iter().enumerate() {
+                let base = places[i]
+                    .windows
+                    .iter()
+                    .find(|(key, _)| *key == (src.input, src.block))
+                    .map(|(_, at)| *at)
+                    .ok_or_else(|| lower_err(name, "a source's window was not loaded"))?;
+                let act_base = base + src.ky * g.dilation[0] * win.w + src.kx * g.dilation[1];
+                b.emit(Instruction::Gemm(Gemm {
+                    mode: if s.first && k == 0 {
+                        GemmMode::Overwrite
+                    } else {
+                        layer.combine
+                    },
+                    wgt: u16_of(
+                        places[i].wgt_half * wgt_half + places[i].wgt_slots[j] + slots[k],
+                        "weight tile",
+                        name,
+                    )?,
+                    n_outer: th,
+                    n_inner: tw,
+                    acc: Walk {
+                        base: acc_base,
+                        stride_outer: tw,
+                        stride_inner: 1,
+                    },
+                    act: Walk {
+                        base: u16_of(act_base, "act row", name)?,
+                        stride_outer: u16_of(
+                            g.stride[0] / win.step[0] * win.w,
+                            "row stride",
+                            name,
+                        )?,
+                        stride_inner: u16_of(g.stride[1] / win.step[1], "stride", name)?,
+                    },
+                    ..Gemm::default()
+                }));
             }
-            b.emit(Instruction::Vec(VecInsn {
-                op: VecOp::Requant,
-                param: param_row,
-                n_outer: 1,
-                n_inner: th * tw,
-                src: Walk::contiguous(acc_base),
-                dst: Walk::contiguous(u16_of(h * out_half, "out row", name)?),
-                zero_point: layer.zero_point,
-                clamp_lo: layer.clamp_lo,
-                clamp_hi: layer.clamp_hi,
-                ..VecInsn::default()
-            }));
-        }
-        if s.last {
-            let ev = b.signal(Edge::COMPUTE_TO_STORE);
-            b.wait(Edge::COMPUTE_TO_STORE, ev);
-            b.emit(Instruction::Store(Dma {
-                buffer: Buffer::Out,
-                dram_base: out.pixel_addr(s.tile.image, s.tile.y0, s.tile.x0)
-                    + (s.nb * cols) as u32,
-                sram_base: u16_of(out_half_used * out_half, "out row", name)?,
-                y_size: th,
-                y_stride: out.row_bytes(),
-                x_size: tw,
-                x_stride: out.pixel_bytes,
-                ..Dma::default()
-            }));
-            let stored = b.signal(Edge::STORE_TO_COMPUTE);
-            pipe.out_reader[out_half_used] = Some(stored);
+            if j + 1 == s.nbs.len() {
+                // The windows and weights are free once the GEMMs are done: the
+                // requantization reads neither.
+                let done = b.signal(Edge::COMPUTE_TO_LOAD);
+                pipe.act_reader[places[i].act_region] = Some(done);
+                pipe.wgt_reader[places[i].wgt_half] = Some(done);
+            }
+            if s.last {
+                b.emit(Instruction::Load(Dma {
+                    buffer: Buffer::Acc,
+                    dram_base: layer.params_addr + (nb * PARAM_ROWS as usize * cols * 4) as u32,
+                    sram_base: param_row,
+                    y_size: 1,
+                    x_size: PARAM_ROWS as u16,
+                    x_stride: (cols * 4) as u32,
+                    ..Dma::default()
+                }));
+                let h = pipe.out_turn % 2;
+                pipe.out_turn += 1;
+                if let Some(ev) = pipe.out_reader[h] {
+                    b.wait(Edge::STORE_TO_COMPUTE, ev);
+                }
+                b.emit(Instruction::Vec(VecInsn {
+                    op: VecOp::Requant,
+                    param: param_row,
+                    n_outer: 1,
+                    n_inner: th * tw,
+                    src: Walk::contiguous(acc_base),
+                    dst: Walk::contiguous(u16_of(h * out_half, "out row", name)?),
+                    zero_point: layer.zero_point,
+                    clamp_lo: layer.clamp_lo,
+                    clamp_hi: layer.clamp_hi,
+                    ..VecInsn::default()
+                }));
+                let ev = b.signal(Edge::COMPUTE_TO_STORE);
+                b.wait(Edge::COMPUTE_TO_STORE, ev);
+                b.emit(Instruction::Store(Dma {
+                    buffer: Buffer::Out,
+                    dram_base: out.pixel_addr(s.tile.image, s.tile.y0, s.tile.x0)
+                        + (nb * cols) as u32,
+                    sram_base: u16_of(h * out_half, "out row", name)?,
+                    y_size: th,
+                    y_stride: out.row_bytes(),
+                    x_size: tw,
+                    x_stride: out.pixel_bytes,
+                    ..Dma::default()
+                }));
+                let stored = b.signal(Edge::STORE_TO_COMPUTE);
+                pipe.out_reader[h] = Some(stored);
+            }
         }
         if next_overwrites {
             loaded.push(emit_loads(b, pipe, &mut places, i + 1)?);

@@ -184,20 +184,26 @@ impl ProgramBuilder {
     /// are zero and no module starts what follows before every module has finished what came
     /// before. The program from here on runs the same whether or not what came before ran in
     /// the same start (layers can be run and measured one by one).
+    ///
+    /// The compute module first waits for the last loads and stores, then tells the load and
+    /// store modules: the load module's own tokens from compute say nothing about the stores,
+    /// and the next layer's loads read what the last stores wrote.
     pub fn drain(&mut self) {
-        for edge in [
-            Edge::LOAD_TO_COMPUTE,
-            Edge::STORE_TO_COMPUTE,
-            Edge::COMPUTE_TO_LOAD,
-            Edge::COMPUTE_TO_STORE,
-        ] {
+        for edge in [Edge::LOAD_TO_COMPUTE, Edge::STORE_TO_COMPUTE] {
             let e = edge.index();
             if self.pushed[e] > 0 {
                 self.wait(edge, self.pushed[e] - 1);
             }
         }
-        // Compute first: its pops wait for the last loads and stores.
-        for m in [Module::Compute, Module::Load, Module::Store] {
+        self.emit(Instruction::Sync(Sync {
+            deps: Deps::NONE,
+            module: Module::Compute,
+        }));
+        for edge in [Edge::COMPUTE_TO_LOAD, Edge::COMPUTE_TO_STORE] {
+            let done = self.signal(edge);
+            self.wait(edge, done);
+        }
+        for m in [Module::Load, Module::Store] {
             self.flush_waits(m);
         }
     }
@@ -247,6 +253,78 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert!(p[0].deps().push_next && p[1].deps().push_next);
         assert!(p[2].deps().pop_prev && p[3].deps().pop_prev);
+    }
+
+    /// For every instruction, how many instructions of each module are known to have completed
+    /// when it starts, through the tokens it and its module's earlier instructions popped (each
+    /// module taken as completing its instructions in order).
+    fn known_at_start(program: &[Instruction]) -> Vec<[usize; 3]> {
+        let mut know = [[0usize; 3]; 3];
+        let mut done = [0usize; 3];
+        // Knowledge carried by each token on each edge, in push order.
+        let mut tokens: [Vec<[usize; 3]>; 9] = Default::default();
+        let mut taken = [0usize; 9];
+        let mut out = Vec::new();
+        for insn in program {
+            let m = insn.module();
+            let (prev, next) = neighbours(m);
+            let d = insn.deps();
+            for (flag, from) in [(d.pop_prev, prev), (d.pop_next, next)] {
+                if let (true, Some(from)) = (flag, from) {
+                    let e = Edge { from, to: m }.index();
+                    let k = tokens[e][taken[e]];
+                    taken[e] += 1;
+                    for (a, b) in know[m as usize].iter_mut().zip(k) {
+                        *a = (*a).max(b);
+                    }
+                }
+            }
+            out.push(know[m as usize]);
+            done[m as usize] += 1;
+            know[m as usize][m as usize] = done[m as usize];
+            for (flag, to) in [(d.push_prev, prev), (d.push_next, next)] {
+                if let (true, Some(to)) = (flag, to) {
+                    tokens[Edge { from: m, to }.index()].push(know[m as usize]);
+                }
+            }
+        }
+        out
+    }
+
+    /// After a drain, the load module starts nothing before the stores ahead of it have
+    /// finished: the next layer's loads read what they wrote.
+    #[test]
+    fn drain_orders_the_next_loads_after_the_stores() {
+        let mut b = ProgramBuilder::new();
+        b.emit(load());
+        let loaded = b.signal(Edge::LOAD_TO_COMPUTE);
+        b.wait(Edge::LOAD_TO_COMPUTE, loaded);
+        b.emit(Instruction::Sync(Sync {
+            deps: Deps::NONE,
+            module: Module::Compute,
+        }));
+        // The compute module is done with the windows before the store has even started.
+        b.signal(Edge::COMPUTE_TO_LOAD);
+        let computed = b.signal(Edge::COMPUTE_TO_STORE);
+        b.wait(Edge::COMPUTE_TO_STORE, computed);
+        b.emit(Instruction::Store(Dma {
+            buffer: Buffer::Out,
+            y_size: 1,
+            x_size: 1,
+            ..Dma::default()
+        }));
+        b.signal(Edge::STORE_TO_COMPUTE);
+        b.drain();
+        assert!(b.is_drained());
+        b.emit(load());
+        let p = b.finish();
+        let know = known_at_start(&p);
+        let last = p.len() - 1;
+        assert_eq!(p[last].module(), Module::Load);
+        assert!(
+            know[last][Module::Store as usize] >= 1,
+            "the load after the drain does not wait for the store: {p:#?}"
+        );
     }
 
     #[test]
