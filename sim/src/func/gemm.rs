@@ -15,7 +15,8 @@
 //! width a multiple of 16 take a faster path: `vpdpbusd` multiplies 4 unsigned by 4 signed
 //! bytes and adds the sum to an int32 lane, 64 MACs per instruction. The activations are made
 //! unsigned by adding 128 (flipping the sign bit), and `128·Σ_r W[r][c]` is subtracted again at
-//! the end — exact, since no partial sum leaves int32.
+//! the end — exact, since no partial sum leaves int32. Both vector kernels run a K-reduction
+//! split over several instructions ([`fusable`]) as one, summing in registers.
 //!
 //! A product row depends only on the activation and weight buffers, which a GEMM never writes.
 //! Large instructions therefore run in parallel: directly on the accumulator slice when the
@@ -125,9 +126,9 @@ mod vnni {
     /// A weight tile laid out for `vpdpbusd`: for each group `g` of 4 rows and each block of
     /// 16 columns, 64 bytes `W[4g + j][16b + c]` at `c·4 + j`.
     pub struct Tile {
-        packed: Vec<i8>,
+        pub(super) packed: Vec<i8>,
         /// `128·Σ_r W[r][c]` per column.
-        correction: Vec<i32>,
+        pub(super) correction: Vec<i32>,
     }
 
     /// Whether this CPU has the instructions and the tile the shape.
@@ -419,7 +420,7 @@ fn run_rc<const R: usize, const C: usize>(
     let dense = dense(&g.acc, g.n_outer as usize, n_inner);
 
     #[cfg(target_arch = "x86_64")]
-    if group.iter().all(|(_, w)| w.avx2) {
+    if group.iter().all(|(_, w)| w.avx2) || group.iter().all(|(_, w)| w.vnni.is_some()) {
         if parallel && dense {
             let base = g.acc.base as usize;
             acc[base * C..(base + total) * C]
@@ -428,13 +429,13 @@ fn run_rc<const R: usize, const C: usize>(
                 .for_each(|(t, chunk)| {
                     let start = t * task;
                     let end = start + chunk.len() / C;
-                    // SAFETY: `avx2` is set only when the CPU has it and C suits the kernel;
-                    // the chunk holds the rows of iterations start..end, from row base+start.
-                    unsafe { fused_avx2::<R, C>(group, act, chunk, base + start, start..end) };
+                    // SAFETY: the chunk holds the rows of iterations start..end, from row
+                    // base+start.
+                    unsafe { fused::<R, C>(group, act, chunk, base + start, start..end) };
                 });
         } else {
-            // SAFETY: as above; validated walks keep every row inside the buffers.
-            unsafe { fused_avx2::<R, C>(group, act, acc, 0, 0..total) };
+            // SAFETY: validated walks keep every row inside the buffers.
+            unsafe { fused::<R, C>(group, act, acc, 0, 0..total) };
         }
         return;
     }
@@ -488,6 +489,157 @@ fn run_rc<const R: usize, const C: usize>(
             apply(&mut acc[r * C..r * C + C], prod, g.mode);
         }
         start += n;
+    }
+}
+
+/// Iterations `its` of a [`fusable`] group whose tiles all have the VNNI layout, or all the
+/// AVX2 row-pair layout, on that layout's kernel; `acc` holds accumulator rows from `row0` on.
+///
+/// # Safety
+/// Every row the walks reach must be inside `act` and `acc`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn fused<const R: usize, const C: usize>(
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    row0: usize,
+    its: std::ops::Range<usize>,
+) {
+    // SAFETY: a tile has the VNNI layout only when the CPU has AVX-512 VNNI and the shape
+    // suits it (R a multiple of 4, C of 16 up to 64); `avx2` likewise; the rows are the
+    // caller's contract.
+    unsafe {
+        if group[0].1.vnni.is_some() {
+            match C {
+                16 => fused_vnni::<R, C, 8, 1>(group, act, acc, row0, its),
+                32 => fused_vnni::<R, C, 4, 2>(group, act, acc, row0, its),
+                _ => fused_vnni::<R, C, 2, 4>(group, act, acc, row0, its),
+            }
+        } else {
+            fused_avx2::<R, C>(group, act, acc, row0, its)
+        }
+    }
+}
+
+/// The iterations of a block: `NR` consecutive `(o, i)` from `(o, i)` on (fewer at the end
+/// of `its`), advancing `(o, i)` past them.
+#[inline(always)]
+fn next_block<const NR: usize>(
+    o: &mut u32,
+    i: &mut u32,
+    n_inner: u32,
+    n: usize,
+) -> [(u32, u32); NR] {
+    let mut block = [(0, 0); NR];
+    for it in block.iter_mut().take(n) {
+        *it = (*o, *i);
+        *i += 1;
+        if *i == n_inner {
+            *i = 0;
+            *o += 1;
+        }
+    }
+    block
+}
+
+/// [`fused`] on AVX-512 VNNI: `NR` iterations per block, `Q = C/16` registers per row. For
+/// every 4-row group of a tile, its `Q` weight registers serve the `NR` activation rows, each
+/// broadcast as one (sign-flipped) int32; the group's column corrections (module docs) are
+/// subtracted once, before the block's rows are combined with the accumulator in iteration
+/// order. Sums wrap exactly as the sequence of instructions does.
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 VNNI, every tile of the group the VNNI layout for
+/// `R × C` with `Q = C/16`, and every row the walks reach be inside `act` and `acc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn fused_vnni<const R: usize, const C: usize, const NR: usize, const Q: usize>(
+    group: &[(Gemm, Arc<Pairs>)],
+    act: &[i8],
+    acc: &mut [i32],
+    row0: usize,
+    its: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    let first = &group[0].0;
+    let n_inner = first.n_inner as u32;
+    let mode = first.mode;
+    fn tile(w: &Pairs) -> &vnni::Tile {
+        w.vnni.as_ref().expect("VNNI layout")
+    }
+    let mut correction = [_mm512_setzero_si512(); Q];
+    for t in group.iter().map(|(_, w)| tile(w)) {
+        for (q, c) in correction.iter_mut().enumerate() {
+            // SAFETY: 16 int32 at 16q < C of the tile's corrections.
+            let v = unsafe { _mm512_loadu_si512(t.correction.as_ptr().add(16 * q).cast()) };
+            *c = _mm512_add_epi32(*c, v);
+        }
+    }
+    let (mut o, mut i) = ((its.start as u32) / n_inner, (its.start as u32) % n_inner);
+    let mut t = its.start;
+    while t < its.end {
+        let n = NR.min(its.end - t);
+        let block = next_block::<NR>(&mut o, &mut i, n_inner, n);
+        let mut s = [[_mm512_setzero_si512(); Q]; NR];
+        for (g, w) in group {
+            let tile = tile(w);
+            // The activation rows, sign bits flipped (the unsigned operand), read below as
+            // int32 groups of 4 lanes.
+            let mut a = [[0u8; R]; NR];
+            for (ar, it) in a.iter_mut().zip(&block[..n]) {
+                let row = &act[g.act.row(it.0, it.1) as usize * R..][..R];
+                if R.is_multiple_of(16) {
+                    for (d, src) in ar.chunks_exact_mut(16).zip(row.chunks_exact(16)) {
+                        // SAFETY: 16 bytes each side.
+                        unsafe {
+                            let v = _mm_loadu_si128(src.as_ptr().cast());
+                            let v = _mm_xor_si128(v, _mm_set1_epi8(-128));
+                            _mm_storeu_si128(d.as_mut_ptr().cast(), v);
+                        }
+                    }
+                } else {
+                    for (d, &x) in ar.iter_mut().zip(row) {
+                        *d = x as u8 ^ 0x80;
+                    }
+                }
+            }
+            for k in 0..R / 4 {
+                let mut w = [_mm512_setzero_si512(); Q];
+                for (q, wq) in w.iter_mut().enumerate() {
+                    // SAFETY: (k·Q + q)·64 + 64 ≤ R·C bytes of the packed tile.
+                    *wq = unsafe {
+                        _mm512_loadu_si512(tile.packed.as_ptr().add((k * Q + q) * 64).cast())
+                    };
+                }
+                for (sr, ar) in s.iter_mut().zip(&a) {
+                    let x = _mm512_set1_epi32(i32::from_le_bytes(
+                        ar[4 * k..4 * k + 4].try_into().expect("4 lanes"),
+                    ));
+                    for (sq, wq) in sr.iter_mut().zip(&w) {
+                        *sq = _mm512_dpbusd_epi32(*sq, x, *wq);
+                    }
+                }
+            }
+        }
+        for (it, sr) in block.iter().zip(&s).take(n) {
+            let r = first.acc.row(it.0, it.1) as usize - row0;
+            let out = &mut acc[r * C..r * C + C];
+            let p = out.as_mut_ptr();
+            for (q, sq) in sr.iter().enumerate() {
+                let v = _mm512_sub_epi32(*sq, correction[q]);
+                // SAFETY: `out` holds C int32 values, accessed 16 at a time at 16q + 16 ≤ C.
+                unsafe {
+                    let at = p.add(16 * q).cast();
+                    let v = match mode {
+                        GemmMode::Overwrite => v,
+                        GemmMode::Add => _mm512_add_epi32(_mm512_loadu_si512(at), v),
+                        GemmMode::Max => _mm512_max_epi32(_mm512_loadu_si512(at), v),
+                    };
+                    _mm512_storeu_si512(at, v);
+                }
+            }
+        }
+        t += n;
     }
 }
 
@@ -671,67 +823,90 @@ mod tests {
         check::<64, 64>(&mut rnd);
     }
 
-    /// Groups of GEMMs that [`fusable`] lets run as one give what running them one by one
-    /// gives, for every mode and for walks that share accumulator rows.
+    /// The ISA's definition of one GEMM, row by row in iteration order.
+    fn reference(g: &Gemm, tile: &[i8], act: &[i8], acc: &mut [i32], r: usize, c: usize) {
+        for o in 0..g.n_outer as u32 {
+            for i in 0..g.n_inner as u32 {
+                let a = &act[g.act.row(o, i) as usize * r..][..r];
+                let out = &mut acc[g.acc.row(o, i) as usize * c..][..c];
+                for (col, x) in out.iter_mut().enumerate() {
+                    let p = (0..r).fold(0i32, |s, k| {
+                        s.wrapping_add(a[k] as i32 * tile[k * c + col] as i32)
+                    });
+                    *x = g.mode.apply(*x, p);
+                }
+            }
+        }
+    }
+
+    /// Groups of GEMMs that [`fusable`] lets run as one give what the ISA's definition gives
+    /// run one by one, for every mode, for walks that share accumulator rows, and for both
+    /// tile layouts this CPU has (VNNI where it has AVX-512 VNNI, row pairs always).
     #[test]
-    fn fused_groups_match_one_by_one() {
+    fn fused_groups_match_the_definition() {
         use rand::{rngs::StdRng, Rng, SeedableRng};
         let mut rng = StdRng::seed_from_u64(0x5eed);
-        for cfg in [
-            HwConfig::DEFAULT,
-            HwConfig::with_array(8, 32),
-            HwConfig::with_array(16, 64),
-        ] {
-            let (r, c) = (cfg.rows as usize, cfg.cols as usize);
-            let act: Vec<i8> = (0..64 * r).map(|_| rng.gen()).collect();
-            let mut fused_any = 0;
-            for _ in 0..300 {
-                let (n_outer, n_inner) = (rng.gen_range(1..4u16), rng.gen_range(1..8u16));
-                let walk = |rng: &mut StdRng| Walk {
-                    base: rng.gen_range(0..8),
-                    stride_outer: rng.gen_range(0..9),
-                    stride_inner: rng.gen_range(0..3),
-                };
-                let acc_walk = walk(&mut rng);
-                let mut group = Vec::new();
-                for k in 0..rng.gen_range(1..5) {
-                    let mode = match (k, rng.gen_range(0..4)) {
-                        (0, 0) => GemmMode::Overwrite,
-                        (_, 1) => GemmMode::Max,
-                        _ => GemmMode::Add,
+        type Pack = fn(&[i8], usize, usize) -> Pairs;
+        let layouts: [(&str, Pack); 2] = [("fastest", Pairs::new), ("row pairs", Pairs::row_pairs)];
+        for (layout, pack) in layouts {
+            for cfg in [
+                HwConfig::DEFAULT,
+                HwConfig::with_array(8, 32),
+                HwConfig::with_array(16, 64),
+                HwConfig::with_array(32, 32),
+            ] {
+                let (r, c) = (cfg.rows as usize, cfg.cols as usize);
+                let act: Vec<i8> = (0..64 * r).map(|_| rng.gen()).collect();
+                let mut fused_any = 0;
+                for _ in 0..300 {
+                    let (n_outer, n_inner) = (rng.gen_range(1..4u16), rng.gen_range(1..8u16));
+                    let walk = |rng: &mut StdRng| Walk {
+                        base: rng.gen_range(0..8),
+                        stride_outer: rng.gen_range(0..9),
+                        stride_inner: rng.gen_range(0..3),
                     };
-                    let g = Gemm {
-                        mode,
-                        n_outer,
-                        n_inner,
-                        acc: acc_walk,
-                        act: walk(&mut rng),
-                        ..Gemm::default()
-                    };
-                    let tile: Vec<i8> = (0..r * c).map(|_| rng.gen()).collect();
-                    group.push((g, Arc::new(Pairs::new(&tile, r, c))));
+                    let acc_walk = walk(&mut rng);
+                    let mut group = Vec::new();
+                    for k in 0..rng.gen_range(1..5) {
+                        let mode = match (k, rng.gen_range(0..4)) {
+                            (0, 0) => GemmMode::Overwrite,
+                            (_, 1) => GemmMode::Max,
+                            _ => GemmMode::Add,
+                        };
+                        let g = Gemm {
+                            mode,
+                            n_outer,
+                            n_inner,
+                            acc: acc_walk,
+                            act: walk(&mut rng),
+                            ..Gemm::default()
+                        };
+                        let tile: Vec<i8> = (0..r * c).map(|_| rng.gen()).collect();
+                        group.push((g, Arc::new(pack(&tile, r, c)), tile));
+                    }
+                    let len = (1..group.len())
+                        .take_while(|&k| fusable(&group[0].0, &group[k].0))
+                        .count()
+                        + 1;
+                    let group = &group[..len];
+                    fused_any += (len > 1) as usize;
+                    let init: Vec<i32> = (0..48 * c).map(|_| rng.gen_range(-1000..1000)).collect();
+                    let mut want = init.clone();
+                    for (g, _, tile) in group {
+                        reference(g, tile, &act, &mut want, r, c);
+                    }
+                    let packed: Vec<_> = group.iter().map(|(g, w, _)| (*g, w.clone())).collect();
+                    let mut got = init.clone();
+                    run(&cfg, &packed, &act, &mut got, false);
+                    assert_eq!(
+                        got,
+                        want,
+                        "{cfg} {layout}: {:?}",
+                        group.iter().map(|g| g.0).collect::<Vec<_>>()
+                    );
                 }
-                let len = (1..group.len())
-                    .take_while(|&k| fusable(&group[0].0, &group[k].0))
-                    .count()
-                    + 1;
-                let group = &group[..len];
-                fused_any += (len > 1) as usize;
-                let init: Vec<i32> = (0..48 * c).map(|_| rng.gen_range(-1000..1000)).collect();
-                let mut want = init.clone();
-                for one in group {
-                    run(&cfg, std::slice::from_ref(one), &act, &mut want, false);
-                }
-                let mut got = init.clone();
-                run(&cfg, group, &act, &mut got, false);
-                assert_eq!(
-                    got,
-                    want,
-                    "{cfg}: {:?}",
-                    group.iter().map(|g| g.0).collect::<Vec<_>>()
-                );
+                assert!(fused_any > 50, "{cfg}: only {fused_any} groups fused");
             }
-            assert!(fused_any > 50, "{cfg}: only {fused_any} groups fused");
         }
     }
 
