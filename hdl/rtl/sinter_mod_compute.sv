@@ -146,12 +146,24 @@ module sinter_mod_compute #(
   assign tok_pop_next_o = accept && d.deps[sinter_isa_pkg::DEP_POP_NEXT];
 
   // ---- GEMM loop: walk a = acc, b = act -----------------------------------------------------------
-  logic [15:0] n_outer_q, n_inner_q, o_q, i_q;
-  logic [15:0] a_outer_q, a_row_q, a_so_q, a_si_q;
-  logic [15:0] b_outer_q, b_row_q, b_so_q, b_si_q;
-  logic        last_iter, inner_wrap;
-  assign inner_wrap = (i_q == n_inner_q - 16'd1);
-  assign last_iter  = inner_wrap && (o_q == n_outer_q - 16'd1);
+  logic [15:0] a_row, b_row;
+  logic        last_iter;
+  sinter_walk2 u_gemm_loop (
+    .clk_i,
+    .start_i          (accept && opcode == sinter_isa_pkg::OP_GEMM),
+    .step_i           (state_q == S_G_RUN),
+    .n_outer_i        (g.n_outer),
+    .n_inner_i        (g.n_inner),
+    .a_base_i         (g.acc_base),
+    .a_stride_outer_i (g.acc_stride_outer),
+    .a_stride_inner_i (g.acc_stride_inner),
+    .b_base_i         (g.act_base),
+    .b_stride_outer_i (g.act_stride_outer),
+    .b_stride_inner_i (g.act_stride_inner),
+    .a_row_o          (a_row),
+    .b_row_o          (b_row),
+    .last_o           (last_iter)
+  );
 
   // ---- GEMM state ---------------------------------------------------------------------------------
   logic [1:0]             mode_q, p1_mode_q;
@@ -216,38 +228,15 @@ module sinter_mod_compute #(
     end
   end
 
-  // GEMM loop counters and walks: latched on accept, stepped once per issued row.
   always_ff @(posedge clk_i) begin
-    if (accept && opcode == sinter_isa_pkg::OP_GEMM) begin
-      n_outer_q <= g.n_outer;          n_inner_q <= g.n_inner;
-      a_outer_q <= g.acc_base;         a_row_q   <= g.acc_base;
-      a_so_q    <= g.acc_stride_outer; a_si_q    <= g.acc_stride_inner;
-      b_outer_q <= g.act_base;         b_row_q   <= g.act_base;
-      b_so_q    <= g.act_stride_outer; b_si_q    <= g.act_stride_inner;
-      o_q       <= '0;
-      i_q       <= '0;
-      mode_q    <= g.mode;
-    end else if (state_q == S_G_RUN) begin
-      if (inner_wrap) begin
-        i_q       <= '0;
-        o_q       <= o_q + 16'd1;
-        a_outer_q <= a_outer_q + a_so_q;
-        a_row_q   <= a_outer_q + a_so_q;
-        b_outer_q <= b_outer_q + b_so_q;
-        b_row_q   <= b_outer_q + b_so_q;
-      end else begin
-        i_q     <= i_q + 16'd1;
-        a_row_q <= a_row_q + a_si_q;
-        b_row_q <= b_row_q + b_si_q;
-      end
-    end
+    if (accept && opcode == sinter_isa_pkg::OP_GEMM) mode_q <= g.mode;
   end
 
   // ---- GEMM datapath ------------------------------------------------------------------------------
   assign wgt_re_o    = accept && (opcode == sinter_isa_pkg::OP_GEMM);
   assign wgt_raddr_o = g.wgt[WGT_AW-1:0];
   assign act_re_o    = (state_q == S_G_RUN);
-  assign act_raddr_o = b_row_q[ACT_AW-1:0];
+  assign act_raddr_o = b_row[ACT_AW-1:0];
   assign mac_active_o = (state_q == S_G_RUN);
 
   always_ff @(posedge clk_i) begin
@@ -293,7 +282,7 @@ module sinter_mod_compute #(
   end
 
   always_ff @(posedge clk_i) begin
-    p1_row_q   <= a_row_q[ACC_AW-1:0];
+    p1_row_q   <= a_row[ACC_AW-1:0];
     p1_mode_q  <= mode_q;
     p2_row_q  <= p1_row_q;
     p2_data_q <= acc_new;
@@ -322,12 +311,24 @@ module sinter_mod_compute #(
   end
 
   // ---- VEC: rows on the vector unit ---------------------------------------------------------------
-  logic [15:0] vn_outer_q, vn_inner_q, vo_q, vi_q;
-  logic [15:0] s_outer_q, s_row_q, s_so_q, s_si_q;
-  logic [15:0] t_outer_q, t_row_q, t_so_q, t_si_q;
-  logic        v_last, v_wrap;
-  assign v_wrap = (vi_q == vn_inner_q - 16'd1);
-  assign v_last = v_wrap && (vo_q == vn_outer_q - 16'd1);
+  logic [15:0] s_row, t_row;  // source (accumulator) and destination (output) rows
+  logic        v_last;
+  sinter_walk2 u_vec_loop (
+    .clk_i,
+    .start_i          (accept && opcode == sinter_isa_pkg::OP_VEC),
+    .step_i           (vu_run_q),
+    .n_outer_i        (v.n_outer),
+    .n_inner_i        (v.n_inner),
+    .a_base_i         (v.src_base),
+    .a_stride_outer_i (v.src_stride_outer),
+    .a_stride_inner_i (v.src_stride_inner),
+    .b_base_i         (v.dst_base),
+    .b_stride_outer_i (v.dst_stride_outer),
+    .b_stride_inner_i (v.dst_stride_inner),
+    .a_row_o          (s_row),
+    .b_row_o          (t_row),
+    .last_o           (v_last)
+  );
 
   always_ff @(posedge clk_i) begin
     if (!rst_ni || abort_i) begin
@@ -351,29 +352,9 @@ module sinter_mod_compute #(
 
   always_ff @(posedge clk_i) begin
     if (accept && opcode == sinter_isa_pkg::OP_VEC) begin
-      vu_deps_q  <= v.deps;
-      vu_lo_q    <= acc_lo_i;
-      vu_hi_q    <= acc_hi_i;
-      vn_outer_q <= v.n_outer;          vn_inner_q <= v.n_inner;
-      s_outer_q  <= v.src_base;         s_row_q    <= v.src_base;
-      s_so_q     <= v.src_stride_outer; s_si_q     <= v.src_stride_inner;
-      t_outer_q  <= v.dst_base;         t_row_q    <= v.dst_base;
-      t_so_q     <= v.dst_stride_outer; t_si_q     <= v.dst_stride_inner;
-      vo_q       <= '0;
-      vi_q       <= '0;
-    end else if (vu_run_q) begin
-      if (v_wrap) begin
-        vi_q      <= '0;
-        vo_q      <= vo_q + 16'd1;
-        s_outer_q <= s_outer_q + s_so_q;
-        s_row_q   <= s_outer_q + s_so_q;
-        t_outer_q <= t_outer_q + t_so_q;
-        t_row_q   <= t_outer_q + t_so_q;
-      end else begin
-        vi_q    <= vi_q + 16'd1;
-        s_row_q <= s_row_q + s_si_q;
-        t_row_q <= t_row_q + t_si_q;
-      end
+      vu_deps_q <= v.deps;
+      vu_lo_q   <= acc_lo_i;
+      vu_hi_q   <= acc_hi_i;
     end
   end
 
@@ -386,7 +367,7 @@ module sinter_mod_compute #(
   end
 
   always_ff @(posedge clk_i) begin
-    v1_dst_q <= t_row_q;
+    v1_dst_q <= t_row;
   end
 
   sinter_requant #(.COLS(COLS)) u_requant (
@@ -416,7 +397,7 @@ module sinter_mod_compute #(
   // ---- accumulator buffer: two banks -------------------------------------------------------------
   always_comb begin
     fg_re    = 1'b0;
-    fg_raddr = a_row_q[ACC_AW-1:0];
+    fg_raddr = a_row[ACC_AW-1:0];
     unique case (state_q)
       S_G_RUN:   fg_re = (mode_q != sinter_isa_pkg::GEMM_OVERWRITE);
       S_V_PARAM: begin
@@ -427,7 +408,7 @@ module sinter_mod_compute #(
     endcase
   end
   assign vu_re    = vu_run_q;
-  assign vu_raddr = s_row_q[ACC_AW-1:0];
+  assign vu_raddr = s_row[ACC_AW-1:0];
 
   always_comb begin
     if (state_q == S_LDACC) begin
@@ -575,5 +556,5 @@ module sinter_mod_compute #(
   assign idle_o          = (state_q == S_IDLE) && !pend_q && !vu_busy_q;
 
   logic unused_compute;
-  assign unused_compute = ^{dma_busy, d, g, v, rq_dst, param_q};
+  assign unused_compute = ^{dma_busy, d, g, v, rq_dst, param_q, a_row, b_row, s_row};
 endmodule

@@ -523,6 +523,7 @@ unsafe fn fused<const R: usize, const C: usize>(
 
 /// The iterations of a block: `NR` consecutive `(o, i)` from `(o, i)` on (fewer at the end
 /// of `its`), advancing `(o, i)` past them.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn next_block<const NR: usize>(
     o: &mut u32,
@@ -714,15 +715,7 @@ unsafe fn fused_blocks_avx2<const R: usize, const C: usize, const NR: usize, con
     let mut t = its.start;
     while t < its.end {
         let n = NR.min(its.end - t);
-        let mut block = [(0, 0); NR];
-        for it in block.iter_mut().take(n) {
-            *it = (o, i);
-            i += 1;
-            if i == n_inner {
-                i = 0;
-                o += 1;
-            }
-        }
+        let block = next_block::<NR>(&mut o, &mut i, n_inner, n);
         if n == NR {
             let mut s = [[_mm256_setzero_si256(); Q]; NR];
             for (g, w) in group {
