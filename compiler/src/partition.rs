@@ -576,6 +576,18 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                     ranges.push((*node, first..b.len()));
                 }
                 let slice = b.finish();
+                // The compiler's own verifier: a token missing between two modules would race
+                // on the hardware while every result in program order stayed right.
+                sinter_isa::order::check(cfg, &slice).map_err(|race| {
+                    let layer = ranges
+                        .iter()
+                        .find(|(_, r)| r.contains(&race.second))
+                        .map_or("?", |(node, _)| node.name.as_str());
+                    CompileError::Lower {
+                        layer: layer.to_string(),
+                        message: format!("internal error: {race}"),
+                    }
+                })?;
                 let sched = estimate(cfg, &TimingParams::default(), &slice);
                 predicted_total += sched.total_cycles;
                 for (node, r) in ranges {

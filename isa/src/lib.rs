@@ -4,13 +4,15 @@
 //! the driver is defined here exactly once: the hardware configuration ([`config`]), the
 //! instruction set and its encoding ([`insn`]), the register map ([`regs`]), the arithmetic of
 //! quantized values ([`numeric`]), the timing model the compiler and simulators use to predict
-//! cycles ([`timing`]), the compiled-model bundle ([`bundle`]) and the float tensors the host
+//! cycles ([`timing`]), the check that a program's tokens order its accesses ([`order`]), the
+//! compiled-model bundle ([`bundle`]) and the float tensors the host
 //! exchanges ([`tensor`]). The SystemVerilog package of the RTL is generated from it ([`svgen`]).
 
 pub mod bundle;
 pub mod config;
 pub mod insn;
 pub mod numeric;
+pub mod order;
 pub mod regs;
 pub mod svgen;
 pub mod tensor;
