@@ -152,6 +152,113 @@ impl Dma {
     pub fn has_padding(&self) -> bool {
         self.pad_top | self.pad_bottom | self.pad_left | self.pad_right != 0
     }
+    /// The on-chip rows written or read, `base ..= last` (`None` for an empty transfer).
+    pub fn sram_bounds(&self) -> Option<(u64, u64)> {
+        let rows = self.sram_rows();
+        (rows > 0).then(|| (self.sram_base as u64, self.sram_base as u64 + rows - 1))
+    }
+}
+
+/// The DRAM bytes a transfer touches: `elem` bytes at `base + y·y_stride + x·x_stride` for
+/// every `y < y_size`, `x < x_size`.
+#[derive(Clone, Copy, Debug)]
+pub struct DramRegion {
+    base: u64,
+    y_size: u64,
+    x_size: u64,
+    y_stride: u64,
+    x_stride: u64,
+    elem: u64,
+    /// The bounding byte range `lo..hi`.
+    pub lo: u64,
+    pub hi: u64,
+}
+
+impl DramRegion {
+    /// The bytes `d` touches with `elem`-byte elements (fields unchecked: computed wide; an
+    /// empty transfer touches none).
+    pub fn of(d: &Dma, elem: u32) -> DramRegion {
+        let (y_size, x_size, elem) = (d.y_size as u64, d.x_size as u64, elem as u64);
+        let lo = d.dram_base as u64;
+        let hi = if y_size == 0 || x_size == 0 {
+            lo
+        } else {
+            lo + (y_size - 1) * d.y_stride as u64 + (x_size - 1) * d.x_stride as u64 + elem
+        };
+        DramRegion {
+            base: lo,
+            y_size,
+            x_size,
+            // A single row has no row stride; any multiple of the element stride stands in.
+            y_stride: if y_size == 1 { 0 } else { d.y_stride as u64 },
+            x_stride: if x_size == 1 { 0 } else { d.x_stride as u64 },
+            elem,
+            lo,
+            hi,
+        }
+    }
+
+    /// Whether the two certainly share no byte, cheaply: beyond disjoint bounding ranges this
+    /// knows one case, elements on the same lattice (equal element strides, row strides
+    /// multiples of them) whose offsets keep them apart — the blocks of channels of one tensor
+    /// that different output blocks store.
+    pub fn apart(&self, o: &DramRegion) -> bool {
+        if self.hi <= o.lo || o.hi <= self.lo {
+            return true;
+        }
+        let xs = self.x_stride;
+        let lattice = xs > 0
+            && o.x_stride == xs
+            && self.y_stride.is_multiple_of(xs)
+            && o.y_stride.is_multiple_of(xs)
+            && self.elem == o.elem;
+        if !lattice {
+            return false;
+        }
+        let r = (o.base as i64 - self.base as i64).rem_euclid(xs as i64) as u64;
+        r >= self.elem && r + self.elem <= xs
+    }
+
+    /// Whether the two share a byte, exactly (element by element where [`Self::apart`] cannot
+    /// tell).
+    pub fn overlaps(&self, o: &DramRegion) -> bool {
+        if self.apart(o) {
+            return false;
+        }
+        let (a, b) = (self.ranges(), o.ranges());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            if a[i].1 <= b[j].0 {
+                i += 1;
+            } else if b[j].1 <= a[i].0 {
+                j += 1;
+            } else {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The element byte ranges `lo..hi`, sorted.
+    fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut r = Vec::with_capacity((self.y_size * self.x_size) as usize);
+        for y in 0..self.y_size {
+            for x in 0..self.x_size {
+                let lo = self.base + y * self.y_stride + x * self.x_stride;
+                r.push((lo, lo + self.elem));
+            }
+        }
+        r.sort_unstable();
+        r
+    }
+}
+
+impl Walk {
+    /// The rows an `outer × inner` loop touches, as a bounding interval `base ..= last`
+    /// (`None` for an empty loop).
+    pub fn bounds(&self, outer: u16, inner: u16) -> Option<(u64, u64)> {
+        (outer > 0 && inner > 0).then(|| (self.base as u64, self.max_row(outer, inner)))
+    }
 }
 
 /// A two-level affine loop over buffer rows: iteration `(o, i)` touches row

@@ -20,8 +20,8 @@ pub mod timing;
 
 pub use config::{ConfigError, HwConfig};
 pub use insn::{
-    Deps, Dma, Gemm, GemmMode, InsnFault, Instruction, Module, Opcode, Sync, VecInsn, VecOp, Walk,
-    INSN_BYTES,
+    Deps, Dma, DramRegion, Gemm, GemmMode, InsnFault, Instruction, Module, Opcode, Sync, VecInsn,
+    VecOp, Walk, INSN_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

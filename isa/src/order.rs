@@ -16,7 +16,7 @@
 //! the compute module's alone and is not checked.
 
 use crate::timing::neighbours;
-use crate::{Buffer, HwConfig, Instruction, Module};
+use crate::{Buffer, DramRegion, HwConfig, Instruction, Module};
 
 /// Two accesses the tokens leave unordered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,103 +51,77 @@ impl Resource {
     }
 }
 
+/// One access: on-chip rows `lo ..= hi`, or the bytes of a DRAM region.
 #[derive(Clone, Copy)]
 struct Access {
     resource: Resource,
     lo: u64,
     hi: u64,
+    dram: Option<DramRegion>,
     write: bool,
+}
+
+impl Access {
+    fn rows(buffer: Buffer, (lo, hi): (u64, u64), write: bool) -> Access {
+        Access {
+            resource: Resource::Buf(buffer),
+            lo,
+            hi,
+            dram: None,
+            write,
+        }
+    }
+
+    /// Whether the two touch a common row or byte.
+    fn overlaps(&self, o: &Access) -> bool {
+        self.resource == o.resource
+            && match (&self.dram, &o.dram) {
+                (Some(a), Some(b)) => a.overlaps(b),
+                _ => self.lo <= o.hi && o.lo <= self.hi,
+            }
+    }
 }
 
 /// The resources `insn` reads and writes, outside the accumulator buffer.
 fn accesses(cfg: &HwConfig, insn: &Instruction) -> Vec<Access> {
-    let rows = |buffer, lo: u64, hi: u64, write| Access {
-        resource: Resource::Buf(buffer),
-        lo,
-        hi,
-        write,
-    };
-    let empty = |outer: u16, inner: u16| outer == 0 || inner == 0;
     match insn {
         Instruction::Load(d) | Instruction::Store(d) => {
-            if d.y_size == 0 || d.x_size == 0 {
+            let Some(rows) = d.sram_bounds().filter(|_| d.y_size > 0 && d.x_size > 0) else {
                 return Vec::new();
-            }
-            let elem = cfg.element_bytes(d.buffer) as u64;
-            let last = d.dram_base as u64
-                + (d.y_size as u64 - 1) * d.y_stride as u64
-                + (d.x_size as u64 - 1) * d.x_stride as u64
-                + elem
-                - 1;
+            };
             let load = matches!(insn, Instruction::Load(_));
+            let region = DramRegion::of(d, cfg.element_bytes(d.buffer));
             let dram = Access {
                 resource: Resource::Dram,
-                lo: d.dram_base as u64,
-                hi: last,
+                lo: region.lo,
+                hi: region.hi - 1,
+                dram: Some(region),
                 write: !load,
             };
-            let base = d.sram_base as u64;
-            let on_chip = rows(d.buffer, base, base + d.sram_rows() - 1, load);
             if d.buffer == Buffer::Acc {
                 vec![dram]
             } else {
-                vec![dram, on_chip]
+                vec![dram, Access::rows(d.buffer, rows, load)]
             }
         }
-        Instruction::Gemm(g) if !empty(g.n_outer, g.n_inner) => vec![
-            rows(
-                Buffer::Act,
-                g.act.base as u64,
-                g.act.max_row(g.n_outer, g.n_inner),
-                false,
-            ),
-            rows(Buffer::Wgt, g.wgt as u64, g.wgt as u64, false),
-        ],
-        Instruction::Vec(v) if !empty(v.n_outer, v.n_inner) => vec![rows(
-            Buffer::Out,
-            v.dst.base as u64,
-            v.dst.max_row(v.n_outer, v.n_inner),
-            true,
-        )],
-        _ => Vec::new(),
+        Instruction::Gemm(g) => g
+            .act
+            .bounds(g.n_outer, g.n_inner)
+            .map(|act| {
+                let wgt = (g.wgt as u64, g.wgt as u64);
+                vec![
+                    Access::rows(Buffer::Act, act, false),
+                    Access::rows(Buffer::Wgt, wgt, false),
+                ]
+            })
+            .unwrap_or_default(),
+        Instruction::Vec(v) => v
+            .dst
+            .bounds(v.n_outer, v.n_inner)
+            .map(|out| vec![Access::rows(Buffer::Out, out, true)])
+            .unwrap_or_default(),
+        Instruction::Sync(_) => Vec::new(),
     }
-}
-
-/// The DRAM byte ranges of a transfer, sorted.
-fn dram_ranges(cfg: &HwConfig, d: &crate::Dma) -> Vec<(u64, u64)> {
-    let elem = cfg.element_bytes(d.buffer) as u64;
-    let mut r = Vec::with_capacity(d.y_size as usize * d.x_size as usize);
-    for y in 0..d.y_size as u64 {
-        for x in 0..d.x_size as u64 {
-            let lo = d.dram_base as u64 + y * d.y_stride as u64 + x * d.x_stride as u64;
-            r.push((lo, lo + elem - 1));
-        }
-    }
-    r.sort_unstable();
-    r
-}
-
-/// Whether two transfers touch a common DRAM byte (their bounding intervals already overlap).
-fn dram_overlap(cfg: &HwConfig, a: &Instruction, b: &Instruction) -> bool {
-    let (
-        Instruction::Load(a) | Instruction::Store(a),
-        Instruction::Load(b) | Instruction::Store(b),
-    ) = (a, b)
-    else {
-        return true;
-    };
-    let (ra, rb) = (dram_ranges(cfg, a), dram_ranges(cfg, b));
-    let (mut i, mut j) = (0, 0);
-    while i < ra.len() && j < rb.len() {
-        if ra[i].1 < rb[j].0 {
-            i += 1;
-        } else if rb[j].1 < ra[i].0 {
-            j += 1;
-        } else {
-            return true;
-        }
-    }
-    false
 }
 
 /// An access already made: by which instruction, its index within its module.
@@ -188,18 +162,10 @@ pub fn check(cfg: &HwConfig, program: &[Instruction]) -> Result<(), Race> {
         for access in accesses(cfg, insn) {
             for p in &made {
                 let a = &p.access;
-                if p.module == m
-                    || a.resource != access.resource
-                    || !(a.write || access.write)
-                    || a.hi < access.lo
-                    || access.hi < a.lo
-                {
+                if p.module == m || !(a.write || access.write) {
                     continue;
                 }
-                if known[p.module as usize] <= p.nth
-                    && (access.resource != Resource::Dram
-                        || dram_overlap(cfg, &program[p.insn], insn))
-                {
+                if known[p.module as usize] <= p.nth && a.overlaps(&access) {
                     return Err(Race {
                         first: p.insn,
                         second: i,

@@ -78,16 +78,10 @@ pub fn busy_cycles(cfg: &HwConfig, p: &TimingParams, insn: &Instruction) -> u64 
 /// vector unit runs), an accumulator load's rows. `None` for everything else, and for an
 /// empty loop (which a valid program never has).
 pub fn acc_rows(insn: &Instruction) -> Option<(u64, u64)> {
-    let walk = |w: &crate::Walk, outer: u16, inner: u16| {
-        (outer > 0 && inner > 0).then(|| (w.base as u64, w.max_row(outer, inner)))
-    };
     match insn {
-        Instruction::Gemm(g) => walk(&g.acc, g.n_outer, g.n_inner),
-        Instruction::Vec(v) => walk(&v.src, v.n_outer, v.n_inner),
-        Instruction::Load(d) if d.buffer == crate::Buffer::Acc => Some((
-            d.sram_base as u64,
-            d.sram_base as u64 + d.sram_rows().max(1) - 1,
-        )),
+        Instruction::Gemm(g) => g.acc.bounds(g.n_outer, g.n_inner),
+        Instruction::Vec(v) => v.src.bounds(v.n_outer, v.n_inner),
+        Instruction::Load(d) if d.buffer == crate::Buffer::Acc => d.sram_bounds(),
         _ => None,
     }
 }

@@ -502,6 +502,20 @@ fn emit_tiled(
     // and every group of blocks takes them in one chunk.
     let same_everywhere = (1..nblocks).all(|nb| same_windows(layer, 0, nb));
 
+    // Distinct tiles of each window of each group of blocks, summed over the group's blocks.
+    let group_tiles: Vec<Vec<usize>> = block_groups
+        .iter()
+        .map(|nbs| {
+            (0..window_groups[nbs.start].len())
+                .map(|k| {
+                    nbs.clone()
+                        .map(|nb| distinct_tiles(&layer.sources[nb][window_groups[nb][k].clone()]))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+
     // Steps.
     let mut steps = Vec::new();
     for image in 0..out.images {
@@ -517,21 +531,10 @@ fn emit_tiled(
                 let win = Window::of(g, &tile).rows();
                 // Chunks of whole windows (ranges of window indices, the same for every block of
                 // a group) whose tiles fit one weight half and whose windows fit one region.
-                let chunks_of = |nbs: &std::ops::Range<usize>| {
+                let chunks_of = |tiles_of: &Vec<usize>| {
                     let mut chunks: Vec<std::ops::Range<usize>> = Vec::new();
                     let (mut tiles, mut windows) = (0, 0);
-                    // Distinct tiles of each window, summed over the group's blocks.
-                    let tiles_of: Vec<usize> = (0..window_groups[nbs.start].len())
-                        .map(|k| {
-                            nbs.clone()
-                                .map(|nb| {
-                                    let r = window_groups[nb][k].clone();
-                                    distinct_tiles(&layer.sources[nb][r])
-                                })
-                                .sum()
-                        })
-                        .collect();
-                    for (k, n) in tiles_of.into_iter().enumerate() {
+                    for (k, &n) in tiles_of.iter().enumerate() {
                         let fits_in = tiles + n <= wgt_half && (windows + 1) * win <= act_region;
                         match chunks.last_mut() {
                             Some(c) if fits_in => {
@@ -548,7 +551,7 @@ fn emit_tiled(
                     }
                     chunks
                 };
-                let per_group: Vec<_> = block_groups.iter().map(chunks_of).collect();
+                let per_group: Vec<_> = group_tiles.iter().map(chunks_of).collect();
                 let shared = same_everywhere && per_group.iter().all(|c| c.len() == 1);
                 for (gi, (nbs, chunks)) in block_groups.iter().zip(per_group).enumerate() {
                     let n = chunks.len();

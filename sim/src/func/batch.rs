@@ -49,7 +49,7 @@ use super::gemm::{self, Pairs};
 use super::{exec, requant, State};
 use rayon::prelude::*;
 use sinter_isa::insn::{Dma, Gemm, GemmMode, Instruction, VecInsn, VecOp, Walk};
-use sinter_isa::{Buffer, HwConfig};
+use sinter_isa::{Buffer, DramRegion, HwConfig};
 use std::sync::Arc;
 
 /// Smallest batch (in MACs) worth spreading over threads.
@@ -169,69 +169,10 @@ struct Chain {
     acc: Rows<i32>,
     out: Rows<i8>,
     /// What the chain's stores write.
-    stores: Vec<Region>,
+    stores: Vec<DramRegion>,
     /// The elements they wrote, with their DRAM addresses, for the DRAM once the chain ran.
     written: Vec<usize>,
     written_bytes: Vec<u8>,
-}
-
-/// The DRAM bytes one store writes: `elem` bytes at `base + y·y_stride + x·x_stride`.
-#[derive(Clone, Copy, Debug)]
-struct Region {
-    base: usize,
-    y_stride: usize,
-    x_stride: usize,
-    elem: usize,
-    bytes: Span,
-}
-
-impl Region {
-    /// The bytes DMA `d` of `elem`-byte elements touches (fields unchecked: computed wide).
-    fn of(d: &Dma, elem: usize) -> Region {
-        let lo = d.dram_base as usize;
-        let hi = lo
-            + (d.y_size as usize - 1) * d.y_stride as usize
-            + (d.x_size as usize - 1) * d.x_stride as usize
-            + elem;
-        let bytes = Span { lo, hi };
-        Region {
-            base: d.dram_base as usize,
-            // A single row has no row stride; any multiple of the element stride stands in.
-            y_stride: if d.y_size == 1 {
-                0
-            } else {
-                d.y_stride as usize
-            },
-            x_stride: if d.x_size == 1 {
-                0
-            } else {
-                d.x_stride as usize
-            },
-            elem,
-            bytes,
-        }
-    }
-
-    /// Whether the two certainly write no byte in common. Beyond disjoint spans this knows
-    /// one case: elements on the same lattice (equal element strides, row strides multiples
-    /// of them) whose offsets keep them apart — the blocks of channels of one tensor that
-    /// different output blocks store.
-    fn apart(&self, o: &Region) -> bool {
-        if !self.bytes.overlaps(o.bytes) {
-            return true;
-        }
-        let xs = self.x_stride;
-        let lattice = xs > 0
-            && o.x_stride == xs
-            && self.y_stride.is_multiple_of(xs)
-            && o.y_stride.is_multiple_of(xs)
-            && self.elem == o.elem;
-        if !lattice {
-            return false;
-        }
-        let r = (o.base as i64 - self.base as i64).rem_euclid(xs as i64) as usize;
-        r >= self.elem && r + self.elem <= xs
-    }
 }
 
 /// Which chain holds a span of rows.
@@ -250,7 +191,7 @@ struct Inflight {
     acc: Span,
     out: Span,
     /// What its stores write.
-    regions: Vec<Region>,
+    regions: Vec<DramRegion>,
 }
 
 /// The pending instructions of a run.
@@ -321,7 +262,7 @@ impl Batch {
                 Ok(())
             }
             Instruction::Load(d) => {
-                let region = Region::of(d, st.cfg.element_bytes(d.buffer) as usize);
+                let region = DramRegion::of(d, st.cfg.element_bytes(d.buffer));
                 if self.load_conflicts(d, &region) {
                     self.flush(st);
                 } else if d.buffer == Buffer::Act && self.act_reads.overlaps(load_rows(d)) {
@@ -451,7 +392,7 @@ impl Batch {
             return Err(e);
         }
         let elem = st.cfg.element_bytes(Buffer::Out) as usize;
-        let region = Region::of(d, elem);
+        let region = DramRegion::of(d, elem as u32);
         let apart = |chains: &[Chain], k: Option<usize>| {
             chains
                 .iter()
@@ -504,7 +445,7 @@ impl Batch {
 
     /// Whether load `d` writes accumulator rows a chain holds or reads DRAM bytes a pending
     /// store writes.
-    fn load_conflicts(&self, d: &Dma, region: &Region) -> bool {
+    fn load_conflicts(&self, d: &Dma, region: &DramRegion) -> bool {
         // Activation rows are handled by `snapshot_act`; pending GEMMs hold their packed
         // weight tiles, and nothing else reads weights.
         let rows_used = d.buffer == Buffer::Acc
@@ -674,7 +615,7 @@ impl Batch {
     }
 
     /// Waits for the batch on another thread if it may write a byte of `region`.
-    fn settle_dram(&mut self, st: &mut State, region: &Region) {
+    fn settle_dram(&mut self, st: &mut State, region: &DramRegion) {
         let touches = |f: &Inflight| f.regions.iter().any(|r| !r.apart(region));
         if self.inflight.as_ref().is_some_and(touches) {
             self.join(st);
