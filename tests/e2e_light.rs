@@ -1,7 +1,8 @@
 //! The nine "light" architectures shipped with the `onnx` Python package (ResNet-50,
 //! DenseNet-121, Inception v1/v2, SqueezeNet, ShuffleNet, VGG-19, AlexNet, ZFNet-512): each
 //! compiles with every convolution and dense MAC on the NPU, and its int8 result on the
-//! functional model stays close to the reference `output_0.pb`.
+//! functional model stays close to the reference `output_0.pb`. Its layers run there as whole
+//! operations, and the result must equal, bit for bit, that of running every instruction.
 //!
 //! Tolerance: these test models carry constant-filled weights, so their outputs are softmax
 //! probabilities near 1/1000. An int8 network carries relative errors of a few quantization
@@ -20,8 +21,10 @@ use prost::Message;
 use sinter_compiler::compile::{compile, CompileOptions};
 use sinter_compiler::onnx::import::{parse_model, tensor_to_f32};
 use sinter_compiler::onnx::proto::TensorProto;
-use sinter_host::runtime::open_runtime;
-use sinter_host::transport::DeviceKind;
+use sinter_host::driver::Driver;
+use sinter_host::runtime::{Inference, Runtime};
+use sinter_host::transport::FuncTransport;
+use sinter_isa::bundle::Bundle;
 use sinter_isa::tensor::Tensor;
 use sinter_isa::HwConfig;
 
@@ -38,6 +41,45 @@ fn light_dir() -> PathBuf {
         "the onnx Python package is required: `pip install onnx`"
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("backend/test/data/light")
+}
+
+/// Runs `bundle` on the functional model with its layers as whole operations, checks that every
+/// layer took that path and that running every instruction instead gives the same bits, and
+/// returns the inference and the number of stages.
+fn infer_both_ways(
+    name: &str,
+    bundle: &Bundle,
+    feed: &HashMap<String, Tensor>,
+) -> (Inference, usize) {
+    let open = |b: &Bundle| {
+        let dev = FuncTransport::func(b.config, b.manifest.memory.dram_bytes as u64).unwrap();
+        let driver = Driver::new(dev)
+            .unwrap()
+            .with_timeout(Duration::from_secs(300));
+        Runtime::new(driver, b.clone()).unwrap()
+    };
+    let mut rt = open(bundle);
+    let out = rt.infer(feed).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let ops = rt.driver().transport().npu().ops_done();
+    assert!(
+        !bundle.ops.is_empty(),
+        "{name}: the compiler describes its layers"
+    );
+    assert_eq!(
+        ops,
+        bundle.ops.len() as u64,
+        "{name}: every layer ran as one operation"
+    );
+    let mut plain = bundle.clone();
+    plain.ops.clear();
+    let by_insns = open(&plain)
+        .infer(feed)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(
+        out.outputs, by_insns.outputs,
+        "{name}: operations and instructions disagree"
+    );
+    (out, bundle.io.stages.len())
 }
 
 fn check(name: &str) {
@@ -72,14 +114,12 @@ fn check(name: &str) {
     );
     assert!(bundle.manifest.npu_macs > 0);
 
-    let mut rt = open_runtime(DeviceKind::Func, bundle, Duration::from_secs(300)).unwrap();
+    let feed = HashMap::from([(
+        input.name.clone(),
+        Tensor::new(shape.clone(), x.iter().copied().collect()).unwrap(),
+    )]);
     let t1 = Instant::now();
-    let out = rt
-        .infer(&HashMap::from([(
-            input.name.clone(),
-            Tensor::new(shape.clone(), x.iter().copied().collect()).unwrap(),
-        )]))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (out, stages) = infer_both_ways(name, &bundle, &feed);
     let run_time = t1.elapsed();
     let got = &out.outputs[0].1;
     let bytes = std::fs::read(dir.join(format!("light_{name}_output_0.pb"))).unwrap();
@@ -95,7 +135,7 @@ fn check(name: &str) {
     eprintln!(
         "{name:>14}: compile {compile_time:.2?}, int8 run {run_time:.2?}, max |Δ| {worst:.2e} \
          (max p {max_p:.2e}), {} stages",
-        rt.bundle().io.stages.len()
+        stages
     );
     assert!(
         worst <= 0.05 * max_p,
@@ -198,13 +238,11 @@ fn light_models_with_random_weights_stay_close_in_int8() {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(bundle.manifest.cpu_macs, 0, "{name}: every MAC on the NPU");
         let input = bundle.io.model_inputs[0].name.clone();
-        let mut rt = open_runtime(DeviceKind::Func, bundle, Duration::from_secs(300)).unwrap();
-        let out = rt
-            .infer(&HashMap::from([(
-                input,
-                Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
-            )]))
-            .unwrap();
+        let feed = HashMap::from([(
+            input,
+            Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
+        )]);
+        let (out, _) = infer_both_ways(name, &bundle, &feed);
         for (i, (oname, got)) in out.outputs.iter().enumerate() {
             let want = read(dir.join(format!("{name}_output_{i}.pb")));
             let w: Vec<f32> = want.iter().copied().collect();

@@ -29,8 +29,9 @@ use sinter_compiler::onnx::proto::{
     ValueInfoProto,
 };
 use sinter_compiler::{interp, onnx};
-use sinter_host::runtime::open_runtime;
-use sinter_host::transport::DeviceKind;
+use sinter_host::driver::Driver;
+use sinter_host::runtime::{open_runtime, Runtime};
+use sinter_host::transport::{DeviceKind, FuncTransport};
 use sinter_isa::bundle::{Bundle, Stage};
 use sinter_isa::insn::{Dma, Instruction};
 use sinter_isa::tensor::Tensor;
@@ -441,6 +442,64 @@ fn rtl_matches_func(onnx: &[u8], x: &ArrayD<f32>) {
         assert_eq!(f_out, r_out, "{}x{}: outputs differ", hw.rows, hw.cols);
         if let Some(at) = f_dram.iter().zip(&r_dram).position(|(a, b)| a != b) {
             panic!("{}x{}: DRAM differs at {at:#x}", hw.rows, hw.cols);
+        }
+    }
+}
+
+/// Runs `b` on the functional model through the driver and returns the output, the DRAM image
+/// and how many layers ran as whole operations.
+fn run_func(b: &Bundle, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>, u64) {
+    let dev = FuncTransport::func(b.config, b.manifest.memory.dram_bytes as u64).unwrap();
+    let mut rt = Runtime::new(Driver::new(dev).unwrap(), b.clone()).unwrap();
+    let out = rt
+        .infer(&HashMap::from([(
+            "x".to_string(),
+            Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
+        )]))
+        .unwrap();
+    let mut image = vec![0u8; b.manifest.memory.dram_bytes as usize];
+    rt.driver().read(0, &mut image).unwrap();
+    let ops = rt.driver().transport().npu().ops_done();
+    (out.outputs[0].1.data.clone(), image, ops)
+}
+
+#[test]
+fn layers_run_as_operations_give_the_instructions_results() {
+    for (onnx, x) in [
+        (network(), inputs(2, 5)),
+        (
+            projections(),
+            inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], 5),
+        ),
+        (
+            wide_pointwise(),
+            inputs_shaped(&[1, WIDE_C, WIDE_SIDE, WIDE_SIDE], 5),
+        ),
+    ] {
+        for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
+            let with_ops = bundle(&onnx, hw);
+            assert!(
+                !with_ops.ops.is_empty(),
+                "the compiler describes its layers"
+            );
+            let mut plain = with_ops.clone();
+            plain.ops.clear();
+            let (want, want_dram, none) = run_func(&plain, &x);
+            assert_eq!(none, 0);
+            let (got, got_dram, ops) = run_func(&with_ops, &x);
+            // Every layer of every run (the warm-up and the inference) took the fast path.
+            let runs = x.shape()[0] as u64;
+            assert_eq!(
+                ops,
+                with_ops.ops.len() as u64 * runs,
+                "{}x{}",
+                hw.rows,
+                hw.cols
+            );
+            assert_eq!(got, want, "{}x{}: outputs differ", hw.rows, hw.cols);
+            if let Some(at) = got_dram.iter().zip(&want_dram).position(|(a, b)| a != b) {
+                panic!("{}x{}: DRAM differs at {at:#x}", hw.rows, hw.cols);
+            }
         }
     }
 }

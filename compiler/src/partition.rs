@@ -485,6 +485,7 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
     let mut cpu_bytes: Vec<u8> = Vec::new();
     let mut io_stages = Vec::new();
     let mut layers = Vec::new();
+    let mut ops = Vec::new();
     let (mut npu_macs, mut cpu_macs, mut predicted_total) = (0u64, 0u64, 0u64);
     for (si, stage) in stages.iter().enumerate() {
         let produced: HashSet<&str> = stage
@@ -548,30 +549,28 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
                     };
                     let first = b.len();
                     for p in parts {
-                        conv::emit(
-                            &mut b,
-                            cfg,
-                            &mut pipe,
-                            &WindowLayer {
-                                name: &node.name,
-                                inputs: p
-                                    .inputs
-                                    .iter()
-                                    .zip(&p.plan.pad_values)
-                                    .map(|(tensor, &pad_value)| WindowInput { tensor, pad_value })
-                                    .collect(),
-                                output: &p.output,
-                                geometry: p.plan.geometry,
-                                sources: p.plan.sources.clone(),
-                                combine: p.plan.combine,
-                                tiles_addr: p.tiles_addr,
-                                params_addr: p.params_addr,
-                                zero_point: p.plan.zero_point,
-                                clamp_lo: p.plan.clamp_lo,
-                                clamp_hi: p.plan.clamp_hi,
-                                region: p.plan.region,
-                            },
-                        )?;
+                        let layer = WindowLayer {
+                            name: &node.name,
+                            inputs: p
+                                .inputs
+                                .iter()
+                                .zip(&p.plan.pad_values)
+                                .map(|(tensor, &pad_value)| WindowInput { tensor, pad_value })
+                                .collect(),
+                            output: &p.output,
+                            geometry: p.plan.geometry,
+                            sources: p.plan.sources.clone(),
+                            combine: p.plan.combine,
+                            tiles_addr: p.tiles_addr,
+                            params_addr: p.params_addr,
+                            zero_point: p.plan.zero_point,
+                            clamp_lo: p.plan.clamp_lo,
+                            clamp_hi: p.plan.clamp_hi,
+                            region: p.plan.region,
+                        };
+                        let at = b.len();
+                        conv::emit(&mut b, cfg, &mut pipe, &layer)?;
+                        ops.push(layer.as_op((start + at) as u32, (start + b.len()) as u32));
                     }
                     ranges.push((*node, first..b.len()));
                 }
@@ -680,14 +679,9 @@ pub fn lower(graph: &Graph, calib: &Calibration, opts: &CompileOptions) -> Resul
         npu_macs,
         cpu_macs,
     };
-    Ok(Bundle::new(
-        *cfg,
-        manifest,
-        io,
-        program,
-        weights.bytes,
-        cpu_bytes,
-    ))
+    let mut bundle = Bundle::new(*cfg, manifest, io, program, weights.bytes, cpu_bytes);
+    bundle.ops = ops;
+    Ok(bundle)
 }
 
 /// One windowed layer of a node (a Concat has one per input it copies) with its weights placed.

@@ -189,6 +189,7 @@ impl<T: Transport> Driver<T> {
         self.t
             .write_mem(m.weights_base as u64, bundle.weights())
             .map_err(|e| self.terr(e))?;
+        self.t.describe_ops(m.program_base as u64, &bundle.ops);
         self.loaded = Some(Loaded {
             prog_base: m.program_base,
             prog_len: bundle.program.len() as u32,

@@ -51,6 +51,11 @@ pub trait Transport: Send {
     }
     /// Whether the device's cycle counters are measured or predicted.
     fn cycle_source(&self) -> CycleSource;
+    /// Passes on what instruction ranges of the program at `program_base` compute (see
+    /// [`sinter_sim::Npu::describe_ops`]); devices that only execute instructions ignore it.
+    fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        let _ = (program_base, ops);
+    }
     /// Extra detail on why the last run failed or hung, when the device can tell.
     fn diagnostic(&mut self) -> Option<String> {
         None
@@ -101,6 +106,9 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     fn diagnostic(&mut self) -> Option<String> {
         (**self).diagnostic()
+    }
+    fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        (**self).describe_ops(program_base, ops)
     }
     fn read_config(&mut self) -> Result<HwConfig, TransportError> {
         (**self).read_config()
@@ -211,6 +219,9 @@ impl<N: Npu> Transport for SimTransport<N> {
     }
     fn diagnostic(&mut self) -> Option<String> {
         (self.diag)(&self.npu)
+    }
+    fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        self.npu.describe_ops(program_base, ops);
     }
 }
 

@@ -17,12 +17,15 @@
 //! `IO` (JSON: the model's signature and its *stages* — slices of the NPU program with their
 //! quantized input/output tensors, and CPU programs between them), `PROGRAM` (encoded
 //! instructions), `WEIGHTS` (the DRAM image of weights and parameters), `CPU` (the serialized CPU
-//! programs, opaque to this crate: the compiler writes them and its interpreter runs them). Any
+//! programs, opaque to this crate: the compiler writes them and its interpreter runs them), and,
+//! optionally, `OPS` (JSON: the [`WindowOp`] each layer's instruction range computes, for
+//! devices that can run a layer as one operation; a bundle without it runs the same). Any
 //! truncation, bad checksum, unknown version or inconsistent field is reported as a
 //! [`BundleError`] saying what is wrong.
 
 use crate::insn::{decode_program, encode_program, DecodeError, Instruction, INSN_BYTES};
 use crate::numeric::QParams;
+use crate::window::WindowOp;
 use crate::HwConfig;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -30,8 +33,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub const MAGIC: &[u8; 8] = b"SNTRBNDL";
-/// Version 2 added [`IoTensor::channel_lanes`]; version 1 bundles read unchanged.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added [`IoTensor::channel_lanes`], version 3 the optional `OPS` section; older
+/// bundles read unchanged.
+pub const FORMAT_VERSION: u32 = 3;
 pub const SECTION_ALIGN: usize = 4096;
 const HEADER_BYTES: usize = 64;
 const ENTRY_BYTES: usize = 32;
@@ -45,15 +49,17 @@ pub enum SectionKind {
     Program = 3,
     Weights = 4,
     Cpu = 5,
+    Ops = 6,
 }
 
 impl SectionKind {
-    const ALL: [SectionKind; 5] = [
+    const ALL: [SectionKind; 6] = [
         SectionKind::Manifest,
         SectionKind::Io,
         SectionKind::Program,
         SectionKind::Weights,
         SectionKind::Cpu,
+        SectionKind::Ops,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -62,6 +68,7 @@ impl SectionKind {
             SectionKind::Program => "program",
             SectionKind::Weights => "weights",
             SectionKind::Cpu => "cpu",
+            SectionKind::Ops => "ops",
         }
     }
 }
@@ -242,6 +249,8 @@ pub struct Bundle {
     pub manifest: Manifest,
     pub io: IoSpec,
     pub program: Vec<Instruction>,
+    /// What layers' instruction ranges compute, as operations (empty when not recorded).
+    pub ops: Vec<WindowOp>,
     weights: Backing,
     weights_range: Range<usize>,
     cpu_range: Range<usize>,
@@ -326,6 +335,7 @@ impl Bundle {
             manifest,
             io,
             program,
+            ops: Vec::new(),
             weights: Backing::Owned(Arc::new(bytes)),
             weights_range: 0..n,
             cpu_range: n..n + c,
@@ -360,13 +370,16 @@ impl Bundle {
     /// Serializes to the file format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let json = |v: &dyn erased::Json| v.to_json();
-        let sections: Vec<(SectionKind, Vec<u8>)> = vec![
+        let mut sections: Vec<(SectionKind, Vec<u8>)> = vec![
             (SectionKind::Manifest, json(&self.manifest)),
             (SectionKind::Io, json(&self.io)),
             (SectionKind::Program, encode_program(&self.program)),
             (SectionKind::Weights, self.weights().to_vec()),
             (SectionKind::Cpu, self.cpu_bytes().to_vec()),
         ];
+        if !self.ops.is_empty() {
+            sections.push((SectionKind::Ops, json(&self.ops)));
+        }
         let table_end = HEADER_BYTES + ENTRY_BYTES * sections.len();
         let mut offset = align_up(table_end);
         let mut table = Vec::with_capacity(ENTRY_BYTES * sections.len());
@@ -502,7 +515,7 @@ impl Bundle {
         };
         config.validate()?;
 
-        let mut ranges: [Option<Range<usize>>; 5] = Default::default();
+        let mut ranges: [Option<Range<usize>>; 6] = Default::default();
         for e in table.chunks_exact(ENTRY_BYTES) {
             let kind_bits = u32_at(e, 0);
             let Some(kind) = SectionKind::ALL
@@ -561,12 +574,17 @@ impl Bundle {
         let program = decode_program(prog_bytes).map_err(|(i, e)| BundleError::Program(i, e))?;
         let weights_range = section(SectionKind::Weights)?;
         let cpu_range = section(SectionKind::Cpu)?;
+        let ops: Vec<WindowOp> = match section(SectionKind::Ops) {
+            Ok(r) => json(SectionKind::Ops, &b[r])?,
+            Err(_) => Vec::new(),
+        };
         let bundle = Bundle {
             config,
             arch_version,
             manifest,
             io,
             program,
+            ops,
             weights: backing.clone(),
             weights_range,
             cpu_range,
@@ -621,6 +639,19 @@ impl Bundle {
                     }
                 }
             }
+        }
+        for op in &self.ops {
+            if op.insn_start > op.insn_end || op.insn_end as usize > self.program.len() {
+                return bad(format!(
+                    "operation '{}' names instructions {}..{} of {}",
+                    op.name,
+                    op.insn_start,
+                    op.insn_end,
+                    self.program.len()
+                ));
+            }
+            op.validate(&self.config, m.dram_bytes as u64)
+                .or_else(|e| bad(format!("operation '{}': {e}", op.name)))?;
         }
         for t in self.io.npu_tensors() {
             if t.shape.len() != t.strides.len() {

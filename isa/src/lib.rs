@@ -5,8 +5,8 @@
 //! instruction set and its encoding ([`insn`]), the register map ([`regs`]), the arithmetic of
 //! quantized values ([`numeric`]), the timing model the compiler and simulators use to predict
 //! cycles ([`timing`]), the check that a program's tokens order its accesses ([`order`]), the
-//! compiled-model bundle ([`bundle`]) and the float tensors the host
-//! exchanges ([`tensor`]). The SystemVerilog package of the RTL is generated from it ([`svgen`]).
+//! compiled-model bundle ([`bundle`]), the operation each layer's instructions compute
+//! ([`window`]) and the float tensors the host exchanges ([`tensor`]). The SystemVerilog package of the RTL is generated from it ([`svgen`]).
 
 pub mod bundle;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod regs;
 pub mod svgen;
 pub mod tensor;
 pub mod timing;
+pub mod window;
 
 pub use config::{ConfigError, HwConfig};
 pub use insn::{

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 use sinter_isa::bundle::{Bundle, BundleError, IoSpec, IoTensor, Manifest, MemoryMap, Stage};
 use sinter_isa::numeric::QParams;
+use sinter_isa::window::{TensorView, WindowInput, WindowOp, WindowSource};
 use sinter_isa::*;
 
 fn deps() -> impl Strategy<Value = Deps> {
@@ -190,7 +191,73 @@ fn sample_bundle() -> Bundle {
         }],
         ..IoSpec::default()
     };
-    Bundle::new(cfg, manifest, io, program, vec![7u8; 300], vec![1, 2, 3])
+    let mut b = Bundle::new(cfg, manifest, io, program, vec![7u8; 300], vec![1, 2, 3]);
+    b.ops = vec![sample_op()];
+    b
+}
+
+/// A 3×3 convolution of a 4×4 image of one lane block into two output blocks.
+fn sample_op() -> WindowOp {
+    let view = |addr, pixel_bytes| TensorView {
+        addr,
+        images: 1,
+        height: 4,
+        width: 4,
+        pixel_bytes,
+        lanes: pixel_bytes,
+    };
+    let block = |b: u32| {
+        (0..9)
+            .map(|k| WindowSource {
+                input: 0,
+                block: 0,
+                tile: b * 9 + k,
+                ky: k / 3,
+                kx: k % 3,
+            })
+            .collect()
+    };
+    WindowOp {
+        name: "conv".into(),
+        insn_start: 0,
+        insn_end: 2,
+        inputs: vec![WindowInput {
+            tensor: view(0x2000, 8),
+            pad_value: -3,
+        }],
+        output: view(0x2080, 16),
+        kernel: [3, 3],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pads: [1; 4],
+        sources: vec![block(0), block(1)],
+        combine: GemmMode::Add,
+        tiles_addr: 0x1000,
+        params_addr: 0x1480,
+        zero_point: 0,
+        clamp_lo: -128,
+        clamp_hi: 127,
+        region: None,
+    }
+}
+
+#[test]
+fn bundles_refuse_operations_outside_their_program_or_memory() {
+    let b = sample_bundle();
+    let mut past_program = b.clone();
+    past_program.ops[0].insn_end = 3;
+    let mut past_memory = b.clone();
+    past_memory.ops[0].output.addr = 0x3FF0;
+    let mut overlapping = b;
+    overlapping.ops[0].output.addr = 0x2010;
+    for (what, bad) in [
+        ("past the program", past_program),
+        ("past the DRAM", past_memory),
+        ("output over its input", overlapping),
+    ] {
+        let r = Bundle::from_bytes(&bad.to_bytes());
+        assert!(matches!(r, Err(BundleError::Malformed(_))), "{what}: {r:?}");
+    }
 }
 
 #[test]
@@ -203,6 +270,7 @@ fn bundle_round_trips_through_file_and_mmap() {
     assert_eq!(back.io, b.io);
     assert_eq!(back.weights(), b.weights());
     assert_eq!(back.cpu_bytes(), &[1, 2, 3]);
+    assert_eq!(back.ops, b.ops);
     let dir = std::env::temp_dir().join(format!("sinter-isa-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.sntr");

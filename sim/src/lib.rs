@@ -26,6 +26,13 @@ pub trait Npu: Send {
     fn write_dram(&mut self, addr: u64, data: &[u8]) -> Result<(), SimError>;
     /// Reads DRAM directly.
     fn read_dram(&mut self, addr: u64, out: &mut [u8]) -> Result<(), SimError>;
+    /// Tells the device what instruction ranges of the program at `program_base` (already in
+    /// DRAM) compute, as operations on DRAM tensors (see [`sinter_isa::window`]). A device that
+    /// can run such a range as one operation, with the same result, may do so; the default
+    /// ignores it.
+    fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        let _ = (program_base, ops);
+    }
     /// Lets the device make progress for at most `max_cycles` clock cycles and returns how many
     /// it simulated (0 when idle). The functional model completes a whole run in one call.
     fn advance(&mut self, max_cycles: u64) -> u64;

@@ -30,6 +30,7 @@ use super::memory::ActTensor;
 use super::sync::{Edge, Event, ProgramBuilder};
 use crate::error::{CompileError, Result};
 use sinter_isa::timing::{estimate, TimingParams};
+use sinter_isa::window::{TensorView, WindowOp, WindowSource};
 
 /// Accumulator rows reserved at the top of the buffer for bias, multiplier and shift.
 pub const PARAM_ROWS: u32 = 3;
@@ -93,6 +94,63 @@ pub struct WindowLayer<'a> {
     /// The output pixels `[y0, x0, height, width]` this layer computes (`None`: all). Average
     /// pooling that excludes padding runs one region per divisor.
     pub region: Option<[usize; 4]>,
+}
+
+impl WindowLayer<'_> {
+    /// The layer as the operation instructions `insn_start..insn_end` compute (see
+    /// [`sinter_isa::window`]).
+    pub fn as_op(&self, insn_start: u32, insn_end: u32) -> WindowOp {
+        let view = |t: &ActTensor| TensorView {
+            addr: t.addr,
+            images: t.images as u32,
+            height: t.height as u32,
+            width: t.width as u32,
+            pixel_bytes: t.pixel_bytes,
+            lanes: t.lanes as u32,
+        };
+        let g = &self.geometry;
+        let pair = |v: [usize; 2]| v.map(|x| x as u32);
+        WindowOp {
+            name: self.name.to_string(),
+            insn_start,
+            insn_end,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| sinter_isa::window::WindowInput {
+                    tensor: view(i.tensor),
+                    pad_value: i.pad_value,
+                })
+                .collect(),
+            output: view(self.output),
+            kernel: pair(g.kernel),
+            stride: pair(g.stride),
+            dilation: pair(g.dilation),
+            pads: g.pads.map(|x| x as u32),
+            sources: self
+                .sources
+                .iter()
+                .map(|srcs| {
+                    srcs.iter()
+                        .map(|s| WindowSource {
+                            input: s.input as u32,
+                            block: s.block as u32,
+                            tile: s.tile as u32,
+                            ky: s.ky as u32,
+                            kx: s.kx as u32,
+                        })
+                        .collect()
+                })
+                .collect(),
+            combine: self.combine,
+            tiles_addr: self.tiles_addr,
+            params_addr: self.params_addr,
+            zero_point: self.zero_point,
+            clamp_lo: self.clamp_lo,
+            clamp_hi: self.clamp_hi,
+            region: self.region.map(|r| r.map(|x| x as u32)),
+        }
+    }
 }
 
 /// The distinct weight tiles of a source list, in order of first use, and the slot (index into

@@ -27,6 +27,15 @@
 //! later instructions executes them as they were at its start (on the hardware, which fetches
 //! ahead, such a program has no defined result anyway).
 //!
+//! # Layers as operations
+//!
+//! A host that knows what ranges of its program compute ([`sinter_isa::window`]) can say so
+//! with [`FuncSim::describe_ops`]; the model then runs each such range as one operation on DRAM
+//! (an int8 matrix product over padded input planes, see `window`) instead of instruction by
+//! instruction, when that cannot change anything the run computes (see `ops`). DRAM, the
+//! registers and the token accounting end as the instructions would leave them; the on-chip
+//! buffers hold whatever the last instructions executed one by one left there.
+//!
 //! # Faults
 //!
 //! The first instruction that fails to decode or [`Instruction::validate`] stops the run with
@@ -45,7 +54,9 @@
 mod batch;
 mod exec;
 mod gemm;
+mod ops;
 mod requant;
+mod window;
 
 use crate::{Npu, SimError};
 use sinter_isa::insn::{Instruction, INSN_BYTES};
@@ -128,6 +139,8 @@ impl State {
 /// stages again and again, and decoding is a fifth of the work of running them.
 struct Decoded {
     insns: std::sync::Arc<[Instruction]>,
+    /// Ranges that run as operations, in program order.
+    ops: std::sync::Arc<[ops::Planned]>,
     cycles: u64,
     /// Multiply-accumulates of the whole program.
     macs: u64,
@@ -161,6 +174,12 @@ pub struct FuncSim {
     batch: batch::Batch,
     /// Whether compute instructions are batched ([`FuncSim::with_batching`]).
     batched: Option<bool>,
+    /// Operations the host described ([`FuncSim::describe_ops`]).
+    described: Vec<ops::Described>,
+    /// Padded input planes of operations, kept between runs.
+    scratch: Vec<Vec<u8>>,
+    /// Operations run in place of their instructions since the model was made.
+    ops_done: u64,
 }
 
 /// Decoded programs kept at most (one per NPU stage, or per layer when layers run alone).
@@ -199,15 +218,51 @@ impl FuncSim {
             decoded: std::collections::HashMap::new(),
             batch: batch::Batch::default(),
             batched: None,
+            described: Vec::new(),
+            scratch: Vec::new(),
+            ops_done: 0,
         }
     }
 
-    /// Drops decoded programs that the DRAM bytes `lo..hi` overlap.
+    /// Drops decoded programs that the DRAM bytes `lo..hi` overlap, with the constants of
+    /// their operations.
     fn dram_written(&mut self, lo: u64, hi: u64) {
-        self.decoded.retain(|&(base, len), _| {
-            let (c0, c1) = (base as u64, base as u64 + len as u64 * INSN_BYTES as u64);
-            hi <= c0 || c1 <= lo
+        let apart = |(c0, c1): (u64, u64)| hi <= c0 || c1 <= lo;
+        self.decoded.retain(|&(base, len), d| {
+            apart((base as u64, base as u64 + len as u64 * INSN_BYTES as u64))
+                && d.ops
+                    .iter()
+                    .all(|p| p.prepared.constant_spans().into_iter().all(apart))
         });
+    }
+
+    /// How many described operations ran in place of their instructions since the model was
+    /// made.
+    pub fn ops_done(&self) -> u64 {
+        self.ops_done
+    }
+
+    /// Says that instructions `op.insn_start..op.insn_end` of the program at `program_base`
+    /// (already in DRAM) compute `op`, for every op of `ops`, replacing what was described
+    /// before. Ranges that qualify then run as operations (see the module docs); results are
+    /// the same either way.
+    pub fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        let dram = &self.st.dram;
+        self.described = ops
+            .iter()
+            .filter_map(|op| {
+                let lo = program_base + op.insn_start as u64 * INSN_BYTES as u64;
+                let hi = program_base + op.insn_end as u64 * INSN_BYTES as u64;
+                let bytes = dram.get(lo as usize..hi as usize)?;
+                Some(ops::Described {
+                    lo,
+                    hi,
+                    op: op.clone(),
+                    fingerprint: ops::fingerprint(bytes),
+                })
+            })
+            .collect();
+        self.decoded.clear();
     }
 
     /// Batches compute instructions and runs independent ones in parallel, and batches on
@@ -337,20 +392,55 @@ impl FuncSim {
         // Decode and check the whole range (or take it from the cache); the first bad
         // instruction ends the run after the ones before it executed, as on the hardware.
         let key = (self.prog_base, self.prog_len);
-        let (insns, mut outcome, cached_cycles) = match self.decoded.get(&key) {
-            Some(d) => (d.insns.clone(), None, Some(d.cycles)),
+        let (insns, planned, mut outcome, cached_cycles) = match self.decoded.get(&key) {
+            Some(d) => (d.insns.clone(), d.ops.clone(), None, Some(d.cycles)),
             None => {
                 let (insns, outcome) = self.decode(&cfg);
-                (insns.into(), outcome, None)
+                let planned: std::sync::Arc<[ops::Planned]> = if self.described.is_empty() {
+                    Vec::new().into()
+                } else {
+                    ops::plan(
+                        &cfg,
+                        &self.st.dram,
+                        &self.described,
+                        self.prog_base as u64,
+                        &insns,
+                    )
+                    .into()
+                };
+                (insns.into(), planned, outcome, None)
             }
         };
+        let mut next_op = planned.iter().peekable();
         // tokens[from][to]: pushed and not yet popped, in program order.
         let mut tokens = [[0u64; 3]; 3];
         self.st.stored = (usize::MAX, 0);
         let mut done = 0;
         let batch = &mut self.batch;
-        for (pc, insn) in insns.iter().enumerate() {
-            let pc = pc as u32;
+        let mut at = 0;
+        while at < insns.len() {
+            if let Some(op) = next_op.next_if(|p| p.start == at) {
+                if op.ready(&tokens) {
+                    // Whatever is pending reads or writes DRAM the operation may touch.
+                    batch.flush(&mut self.st);
+                    op.prepared.run(&mut self.st.dram, &mut self.scratch);
+                    self.ops_done += 1;
+                    let (lo, hi) = op.prepared.out_span();
+                    let (lo, hi) = (lo as usize, hi as usize);
+                    self.st.stored = (self.st.stored.0.min(lo), self.st.stored.1.max(hi));
+                    self.st.dram_written(lo, hi);
+                    op.apply_tokens(&mut tokens);
+                    let n = op.end - op.start;
+                    self.insns_done = self.insns_done.wrapping_add(n as u32);
+                    self.mac_active += op.mac_cycles;
+                    done += n;
+                    at = op.end;
+                    continue;
+                }
+            }
+            let insn = &insns[at];
+            let pc = at as u32;
+            at += 1;
             let m = insn.module();
             let d = insn.deps();
             let (prev, next) = timing::neighbours(m);
@@ -398,6 +488,7 @@ impl FuncSim {
                     self.decoded.insert(
                         key,
                         Decoded {
+                            ops: planned,
                             macs: insns.iter().map(|i| i.mac_cycles()).sum::<u64>()
                                 * (cfg.rows * cfg.cols) as u64,
                             insns,
@@ -522,6 +613,10 @@ impl Npu for FuncSim {
         let range = dram_range(self.st.dram.len(), addr, out.len())?;
         out.copy_from_slice(&self.st.dram[range]);
         Ok(())
+    }
+
+    fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
+        FuncSim::describe_ops(self, program_base, ops);
     }
 
     /// Runs a latched program to its end and returns its estimated cycles (at most

@@ -1,0 +1,784 @@
+//! Windowed operations run as whole layers: the functional model's fast path for programs whose
+//! layers come described (see [`sinter_isa::window`]).
+//!
+//! Run instruction by instruction, a layer moves every input window through the activation
+//! buffer once per tile and sums its reduction one 16×16 tile at a time. As one operation it is
+//! an int8 matrix product with the reduction in registers:
+//!
+//! - Each input is copied once into a *padded plane*: the pixels the windows reach, padding
+//!   included, with their sign bits flipped (the unsigned operand of `vpdpbusd`, as in the GEMM
+//!   kernels; `128·Σ W` is subtracted once, through the accumulators' starting value). A
+//!   window's pixel is then a fixed offset from the output pixel's, with no bounds checks.
+//! - Output blocks with the same reduction structure (the same inputs, blocks and kernel
+//!   positions, as all blocks of a convolution have) form *groups* of up to 64 output lanes,
+//!   whose weights are packed once, when the operation is prepared, in the order the kernel
+//!   reads them.
+//! - The kernel keeps a register block of pixels × output lanes in int32 accumulators across
+//!   the whole reduction, then requantizes each pixel's lanes and writes them to DRAM.
+//!
+//! Tasks (a group and a run of pixels) run in parallel; each writes its own output bytes and
+//! reads only the planes and the packed constants, never DRAM. Integer sums are exact and
+//! wrap like the hardware's, so the order of the reduction changes nothing: the results are
+//! those of [`sinter_isa::window::WindowOp::apply`] and of the instructions, bit for bit.
+
+use super::requant;
+use rayon::prelude::*;
+use sinter_isa::insn::GemmMode;
+use sinter_isa::window::{WindowOp, PARAM_ROWS};
+use sinter_isa::HwConfig;
+
+/// Output lanes of one group at most (four 16-lane registers per pixel).
+const GROUP_LANES: usize = 64;
+/// Lanes of one kernel register.
+const LANES: usize = 16;
+/// Smallest amount of work (in MACs) worth spreading over threads.
+const PAR_MACS: u64 = 1 << 20;
+/// MACs one parallel task gets, roughly.
+const TASK_MACS: u64 = 1 << 21;
+
+/// One term of a group's reduction: a byte offset into an input's padded plane, relative to
+/// the output pixel's own position there.
+#[derive(Clone, Copy, Debug)]
+struct Term {
+    input: usize,
+    offset: usize,
+}
+
+/// Output blocks `blocks` with one reduction structure, and their packed weights.
+struct Group {
+    blocks: std::ops::Range<usize>,
+    terms: Vec<Term>,
+    /// `[term][row/4][chunk][lane][row%4]` bytes: the `vpdpbusd` operand of every 4 rows and
+    /// 16 lanes (lanes past the group's are zero).
+    weights: Vec<u8>,
+    /// 16-lane chunks of the group.
+    chunks: usize,
+    /// The accumulators' starting value, `−128·Σ W` per lane: of the whole reduction when
+    /// terms add up, of each term (`[term][lane]`) when they combine by maximum.
+    start: Vec<i32>,
+}
+
+/// Where an input's padded plane puts the pixels.
+#[derive(Clone, Copy, Debug)]
+struct Plane {
+    /// Input pixels `(y0.., x0..)`, `height × width` of them per image, are in the plane.
+    y0: i64,
+    x0: i64,
+    height: usize,
+    width: usize,
+    /// Bytes per pixel of the plane: the lanes the sources read.
+    lanes: usize,
+}
+
+impl Plane {
+    fn bytes(&self, images: usize) -> usize {
+        images * self.height * self.width * self.lanes
+    }
+}
+
+/// A windowed operation ready to run: its groups with packed weights, its parameters and the
+/// geometry of its planes.
+pub(crate) struct Prepared {
+    op: WindowOp,
+    cfg: HwConfig,
+    groups: Vec<Group>,
+    planes: Vec<Plane>,
+    /// Per output block: bias, multiplier and shift lanes.
+    params: Vec<[Vec<i32>; 3]>,
+    /// Multiply-accumulates of one run.
+    macs: u64,
+    /// Whether the SIMD kernel may run where the CPU has it (tests clear it to check the
+    /// portable one).
+    simd: bool,
+}
+
+/// Why an operation cannot take the fast path (it then runs as instructions).
+pub(crate) fn unsupported(cfg: &HwConfig, op: &WindowOp) -> Option<&'static str> {
+    if !(cfg.rows as usize).is_multiple_of(4) {
+        Some("array rows are not a multiple of 4")
+    } else if cfg.cols as usize > GROUP_LANES {
+        Some("array columns exceed one register block")
+    } else if op.sources.is_empty() {
+        Some("no output blocks")
+    } else {
+        None
+    }
+}
+
+impl Prepared {
+    /// Packs `op`'s constants from `dram`. `op` must have passed `validate` for this DRAM and
+    /// [`unsupported`] must have said nothing.
+    pub(crate) fn new(cfg: &HwConfig, op: &WindowOp, dram: &[u8]) -> Prepared {
+        let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+        let [y0, x0, h, w] = op.out_region().map(|v| v as i64);
+        let planes: Vec<Plane> = (0..op.inputs.len())
+            .map(|i| {
+                let lanes = op
+                    .sources
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.input as usize == i)
+                    .map(|s| (s.block as usize + 1) * rows)
+                    .max()
+                    .unwrap_or(rows);
+                let span = |axis: usize, o0: i64, n: i64| {
+                    let lo = op.input_coord(axis, o0 as u32, 0);
+                    let last = (o0 + n - 1).max(o0);
+                    let hi = op.input_coord(axis, last as u32, op.kernel[axis].max(1) - 1);
+                    (lo, (hi - lo + 1) as usize)
+                };
+                let (py0, ph) = span(0, y0, h);
+                let (px0, pw) = span(1, x0, w);
+                Plane {
+                    y0: py0,
+                    x0: px0,
+                    height: ph,
+                    width: pw,
+                    lanes,
+                }
+            })
+            .collect();
+        let term = |s: &sinter_isa::window::WindowSource| {
+            let p = &planes[s.input as usize];
+            let dy = (s.ky * op.dilation[0]) as usize;
+            let dx = (s.kx * op.dilation[1]) as usize;
+            Term {
+                input: s.input as usize,
+                offset: (dy * p.width + dx) * p.lanes + s.block as usize * rows,
+            }
+        };
+        // Consecutive blocks with the same structure share a group.
+        let shape = |b: usize| {
+            op.sources[b]
+                .iter()
+                .map(|s| (s.input, s.block, s.ky, s.kx))
+                .collect::<Vec<_>>()
+        };
+        let per_group = (GROUP_LANES / cols).max(1);
+        let mut groups = Vec::new();
+        let mut b0 = 0;
+        while b0 < op.sources.len() {
+            let s0 = shape(b0);
+            let mut b1 = b0 + 1;
+            while b1 < op.sources.len() && b1 - b0 < per_group && shape(b1) == s0 {
+                b1 += 1;
+            }
+            let terms: Vec<Term> = op.sources[b0].iter().map(term).collect();
+            let lanes = (b1 - b0) * cols;
+            let chunks = lanes.div_ceil(LANES);
+            let mut weights = vec![0u8; terms.len() * rows * chunks * LANES];
+            let by_max = op.combine == GemmMode::Max;
+            let mut start = vec![0i32; if by_max { terms.len() } else { 1 } * chunks * LANES];
+            for k in 0..terms.len() {
+                for b in b0..b1 {
+                    let tile =
+                        op.tiles_addr as usize + op.sources[b][k].tile as usize * rows * cols;
+                    for c in 0..cols {
+                        let lane = (b - b0) * cols + c;
+                        let mut sum = 0i32;
+                        for r in 0..rows {
+                            let v = dram[tile + r * cols + c];
+                            sum = sum.wrapping_add(v as i8 as i32);
+                            let at = ((k * rows / 4 + r / 4) * chunks * LANES + lane) * 4 + r % 4;
+                            weights[at] = v;
+                        }
+                        let s = &mut start[if by_max { k * chunks * LANES } else { 0 } + lane];
+                        *s = s.wrapping_sub(sum.wrapping_mul(128));
+                    }
+                }
+            }
+            groups.push(Group {
+                blocks: b0..b1,
+                terms,
+                weights,
+                chunks,
+                start,
+            });
+            b0 = b1;
+        }
+        let i32s = |at: usize| -> Vec<i32> {
+            dram[at..at + cols * 4]
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        let params = (0..op.sources.len())
+            .map(|b| {
+                let at = op.params_addr as usize + b * PARAM_ROWS as usize * cols * 4;
+                [i32s(at), i32s(at + cols * 4), i32s(at + 2 * cols * 4)]
+            })
+            .collect();
+        let pixels = op.output.images as u64 * (h * w) as u64;
+        let macs =
+            pixels * op.sources.iter().map(|s| s.len() as u64).sum::<u64>() * (rows * cols) as u64;
+        Prepared {
+            op: op.clone(),
+            cfg: *cfg,
+            groups,
+            planes,
+            params,
+            macs,
+            simd: true,
+        }
+    }
+
+    /// The DRAM bytes the packed constants came from.
+    pub(crate) fn constant_spans(&self) -> [(u64, u64); 2] {
+        self.op.constant_spans(&self.cfg)
+    }
+
+    /// The DRAM bytes a run writes.
+    pub(crate) fn out_span(&self) -> (u64, u64) {
+        self.op.out_span(&self.cfg)
+    }
+
+    /// Runs the operation on `dram`, with `scratch` for the padded planes.
+    pub(crate) fn run(&self, dram: &mut [u8], scratch: &mut Vec<Vec<u8>>) {
+        let op = &self.op;
+        let images = op.output.images as usize;
+        scratch.resize_with(self.planes.len(), Vec::new);
+        for ((plane, input), buf) in self.planes.iter().zip(&op.inputs).zip(scratch.iter_mut()) {
+            fill_plane(plane, input, images, dram, buf);
+        }
+        let planes: Vec<&[u8]> = scratch.iter().map(|v| v.as_slice()).collect();
+        let [_, _, h, w] = op.out_region().map(|v| v as usize);
+        let pixels = images * h * w;
+        // Tasks: each group's pixels in runs of roughly TASK_MACS.
+        let mut tasks = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let per_pixel =
+                (group.terms.len() * self.cfg.rows as usize * group.chunks * LANES).max(1) as u64;
+            let run = (TASK_MACS / per_pixel).clamp(16, pixels.max(16) as u64) as usize;
+            let mut q = 0;
+            while q < pixels {
+                tasks.push((g, q..(q + run).min(pixels)));
+                q += run;
+            }
+        }
+        let out = OutPtr(dram.as_mut_ptr(), dram.len());
+        let job = |(g, qs): &(usize, std::ops::Range<usize>)| {
+            self.run_task(&self.groups[*g], &planes, qs.clone(), &out);
+        };
+        if self.macs >= PAR_MACS && rayon::current_num_threads() > 1 {
+            tasks.par_iter().for_each(job);
+        } else {
+            tasks.iter().for_each(job);
+        }
+    }
+
+    /// Computes output pixels `qs` (numbered image by image, row by row within the region) of
+    /// `group` and writes them.
+    fn run_task(&self, group: &Group, planes: &[&[u8]], qs: std::ops::Range<usize>, out: &OutPtr) {
+        let kernel = Kernel::choose(group.chunks, self.simd);
+        let p = kernel.pixels();
+        let lanes = group.chunks * LANES;
+        let mut acc = vec![0i32; p * lanes];
+        let mut tmp = vec![0i32; p * lanes];
+        let mut bases = vec![[0usize; MAX_PIXELS]; planes.len()];
+        let mut q = qs.start;
+        while q < qs.end {
+            let n = p.min(qs.end - q);
+            for (i, b) in bases.iter_mut().enumerate() {
+                for (j, slot) in b[..p].iter_mut().enumerate() {
+                    // The tail repeats the last pixel; its results are dropped.
+                    *slot = self.plane_offset(i, q + j.min(n - 1));
+                }
+            }
+            match self.op.combine {
+                GemmMode::Max => {
+                    for (k, t) in group.terms.iter().enumerate() {
+                        let start = &group.start[k * lanes..][..lanes];
+                        let dst = if k == 0 { &mut acc } else { &mut tmp };
+                        kernel.run(
+                            group,
+                            k..k + 1,
+                            std::slice::from_ref(t),
+                            start,
+                            &bases,
+                            planes,
+                            dst,
+                        );
+                        if k > 0 {
+                            for (a, &v) in acc.iter_mut().zip(tmp.iter()) {
+                                *a = (*a).max(v);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let terms = &group.terms;
+                    kernel.run(
+                        group,
+                        0..terms.len(),
+                        terms,
+                        &group.start,
+                        &bases,
+                        planes,
+                        &mut acc,
+                    );
+                }
+            }
+            for j in 0..n {
+                self.write_pixel(group, q + j, &acc[j * lanes..][..lanes], out);
+            }
+            q += n;
+        }
+    }
+
+    /// The byte offset in input `i`'s plane of output pixel `q`'s window corner.
+    fn plane_offset(&self, i: usize, q: usize) -> usize {
+        let op = &self.op;
+        let pl = &self.planes[i];
+        let [y0, x0, h, w] = op.out_region().map(|v| v as usize);
+        let (img, yx) = (q / (h * w), q % (h * w));
+        let (y, x) = (y0 + yx / w, x0 + yx % w);
+        let py = (op.input_coord(0, y as u32, 0) - pl.y0) as usize;
+        let px = (op.input_coord(1, x as u32, 0) - pl.x0) as usize;
+        ((img * pl.height + py) * pl.width + px) * pl.lanes
+    }
+
+    /// Requantizes output pixel `q`'s lanes of `group` and writes them to DRAM.
+    fn write_pixel(&self, group: &Group, q: usize, acc: &[i32], out: &OutPtr) {
+        let op = &self.op;
+        let cols = self.cfg.cols as usize;
+        let [y0, x0, h, w] = op.out_region().map(|v| v as usize);
+        let (img, yx) = (q / (h * w), q % (h * w));
+        let pixel = op
+            .output
+            .pixel_addr(img as u32, (y0 + yx / w) as u32, (x0 + yx % w) as u32)
+            as usize;
+        let mut bytes = [0i8; GROUP_LANES];
+        for (j, b) in group.blocks.clone().enumerate() {
+            let [bias, mult, shift] = &self.params[b];
+            let p = requant::Params {
+                bias,
+                mult,
+                shift,
+                zero_point: op.zero_point,
+                lo: op.clamp_lo,
+                hi: op.clamp_hi,
+            };
+            requant::row(&p, &acc[j * cols..][..cols], &mut bytes[j * cols..][..cols]);
+        }
+        let n = group.blocks.len() * cols;
+        let at = pixel + group.blocks.start * cols;
+        assert!(at + n <= out.1, "validated output lies inside the DRAM");
+        // SAFETY: in bounds (checked above); tasks write disjoint bytes (other pixels or other
+        // blocks) and nothing reads DRAM while they run.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<u8>(), out.0.add(at), n) };
+    }
+}
+
+/// DRAM as the tasks write it: its start and length.
+struct OutPtr(*mut u8, usize);
+// SAFETY: tasks write disjoint bytes through it (see `write_pixel`).
+unsafe impl Sync for OutPtr {}
+
+/// Copies input `input`'s pixels of `plane`, sign bits flipped, padding where outside the image.
+fn fill_plane(
+    plane: &Plane,
+    input: &sinter_isa::window::WindowInput,
+    images: usize,
+    dram: &[u8],
+    buf: &mut Vec<u8>,
+) {
+    let t = &input.tensor;
+    let l = plane.lanes;
+    buf.clear();
+    buf.resize(plane.bytes(images), input.pad_value as u8 ^ 0x80);
+    let (h, w) = (t.height as i64, t.width as i64);
+    // The plane's columns that lie inside the image.
+    let xa = (-plane.x0).clamp(0, plane.width as i64) as usize;
+    let xb = (w - plane.x0).clamp(0, plane.width as i64) as usize;
+    if xa >= xb {
+        return;
+    }
+    let row_bytes = plane.width * l;
+    for (r, dst) in buf.chunks_exact_mut(row_bytes).enumerate() {
+        let (img, py) = (r / plane.height, r % plane.height);
+        let y = plane.y0 + py as i64;
+        if !(0..h).contains(&y) {
+            continue;
+        }
+        let x0 = (plane.x0 + xa as i64) as u32;
+        let mut src = t.pixel_addr(img as u32, y as u32, x0) as usize;
+        for d in dst[xa * l..xb * l].chunks_exact_mut(l) {
+            for (o, &v) in d.iter_mut().zip(&dram[src..src + l]) {
+                *o = v ^ 0x80;
+            }
+            src += t.pixel_bytes as usize;
+        }
+    }
+}
+
+/// Pixels per register block at most.
+const MAX_PIXELS: usize = 16;
+
+/// The register block a group runs with: `pixels × chunks` accumulators.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// AVX-512 VNNI with this many 16-lane chunks per pixel.
+    #[cfg(target_arch = "x86_64")]
+    Vnni(usize),
+    Portable,
+}
+
+impl Kernel {
+    fn choose(chunks: usize, simd: bool) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if simd
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            return Kernel::Vnni(chunks);
+        }
+        let _ = chunks;
+        Kernel::Portable
+    }
+
+    fn pixels(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni(1) => 16,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni(2) => 12,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni(_) => 6,
+            Kernel::Portable => 8,
+        }
+    }
+
+    /// Sums terms `ks` (`terms`) of `group` for `self.pixels()` pixels, whose window corners
+    /// are at `bases[input][pixel]` in the planes, into `out` (`[pixel][lane]`), starting from
+    /// `start` (`[lane]`).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        group: &Group,
+        ks: std::ops::Range<usize>,
+        terms: &[Term],
+        start: &[i32],
+        bases: &[[usize; MAX_PIXELS]],
+        planes: &[&[u8]],
+        out: &mut [i32],
+    ) {
+        let rows = group.weights.len() / (group.terms.len() * group.chunks * LANES);
+        let stride = rows * group.chunks * LANES;
+        let weights = &group.weights[ks.start * stride..ks.end * stride];
+        let p = self.pixels();
+        assert!(out.len() >= p * group.chunks * LANES && start.len() >= group.chunks * LANES);
+        // Every byte the kernels read: the planes cover each window, and weights match terms.
+        for t in terms {
+            let plane = planes[t.input];
+            for &b in &bases[t.input][..p] {
+                assert!(
+                    b + t.offset + rows <= plane.len(),
+                    "window inside its plane"
+                );
+            }
+        }
+        assert_eq!(weights.len(), terms.len() * stride);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni(c) => {
+                let args = (
+                    group.chunks,
+                    rows,
+                    terms,
+                    start,
+                    bases,
+                    planes,
+                    weights,
+                    out,
+                );
+                // SAFETY: the CPU has AVX-512F and VNNI (checked by `choose`); the reads are in
+                // bounds (checked above) and `out` holds `p × chunks × 16` lanes.
+                unsafe {
+                    match c {
+                        1 => vnni::<16, 1>(args),
+                        2 => vnni::<12, 2>(args),
+                        3 => vnni::<6, 3>(args),
+                        _ => vnni::<6, 4>(args),
+                    }
+                }
+            }
+            Kernel::Portable => portable(
+                group.chunks,
+                rows,
+                terms,
+                start,
+                bases,
+                planes,
+                weights,
+                out,
+                p,
+            ),
+        }
+    }
+}
+
+type KernelArgs<'a> = (
+    usize,
+    usize,
+    &'a [Term],
+    &'a [i32],
+    &'a [[usize; MAX_PIXELS]],
+    &'a [&'a [u8]],
+    &'a [u8],
+    &'a mut [i32],
+);
+
+/// # Safety
+/// The CPU must have AVX-512F and VNNI; every window row (`rows` bytes at `base + offset`)
+/// must lie inside its plane, `weights` hold `terms × rows/4 × chunks × 64` bytes, `start`
+/// `chunks × 16` lanes and `out` `P × chunks × 16`; `NR` must be `chunks`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
+    use std::arch::x86_64::*;
+    let (chunks, rows, terms, start, bases, planes, weights, out) = args;
+    debug_assert_eq!(chunks, NR);
+    let lanes = NR * LANES;
+    let mut acc = [[_mm512_setzero_si512(); NR]; P];
+    for a in acc.iter_mut() {
+        for (j, v) in a.iter_mut().enumerate() {
+            // SAFETY: lanes 16j .. 16j+16 of `start`.
+            *v = unsafe { _mm512_loadu_si512(start.as_ptr().add(j * LANES).cast()) };
+        }
+    }
+    for (k, t) in terms.iter().enumerate() {
+        let plane = planes[t.input].as_ptr();
+        let mut ptr = [plane; P];
+        for (p, x) in ptr.iter_mut().enumerate() {
+            // SAFETY: inside the plane (the caller's contract).
+            *x = unsafe { plane.add(bases[t.input][p] + t.offset) };
+        }
+        // SAFETY: term k's weights.
+        let wk = unsafe { weights.as_ptr().add(k * rows * lanes) };
+        for r4 in 0..rows / 4 {
+            let mut w = [_mm512_setzero_si512(); NR];
+            for (j, v) in w.iter_mut().enumerate() {
+                // SAFETY: the 64 bytes of chunk j at row group r4.
+                *v = unsafe { _mm512_loadu_si512(wk.add((r4 * NR + j) * LANES * 4).cast()) };
+            }
+            for (a, &src) in acc.iter_mut().zip(&ptr) {
+                // SAFETY: 4 bytes of the window row.
+                let x = unsafe { std::ptr::read_unaligned(src.add(r4 * 4).cast::<i32>()) };
+                let x = _mm512_set1_epi32(x);
+                for (v, &wv) in a.iter_mut().zip(&w) {
+                    *v = _mm512_dpbusd_epi32(*v, x, wv);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            // SAFETY: lanes of pixel p, chunk j, inside `out`.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p * lanes + j * LANES).cast(), *v) };
+        }
+    }
+}
+
+/// The kernel in plain Rust for CPUs without VNNI: the same sums, lane by lane.
+#[allow(clippy::too_many_arguments)]
+fn portable(
+    chunks: usize,
+    rows: usize,
+    terms: &[Term],
+    start: &[i32],
+    bases: &[[usize; MAX_PIXELS]],
+    planes: &[&[u8]],
+    weights: &[u8],
+    out: &mut [i32],
+    pixels: usize,
+) {
+    let lanes = chunks * LANES;
+    for p in 0..pixels {
+        let o = &mut out[p * lanes..][..lanes];
+        o.copy_from_slice(&start[..lanes]);
+        for (k, t) in terms.iter().enumerate() {
+            let row = &planes[t.input][bases[t.input][p] + t.offset..][..rows];
+            let wk = &weights[k * rows * lanes..][..rows * lanes];
+            for (r4, x) in row.chunks_exact(4).enumerate() {
+                let w = &wk[r4 * lanes * 4..][..lanes * 4];
+                for (v, w) in o.iter_mut().zip(w.chunks_exact(4)) {
+                    let mut s = 0i32;
+                    for (&a, &b) in x.iter().zip(w) {
+                        s += a as i32 * b as i8 as i32;
+                    }
+                    *v = v.wrapping_add(s);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use sinter_isa::window::{TensorView, WindowInput, WindowSource};
+
+    /// A random operation over random DRAM: one or two inputs (with extra lanes, as views of a
+    /// concatenation have), padding, strides, dilation, a region, output blocks in groups of
+    /// the same structure and alone, either combine mode.
+    fn random_op(cfg: &HwConfig, rng: &mut StdRng) -> (WindowOp, Vec<u8>) {
+        let (rows, cols) = (cfg.rows, cfg.cols);
+        let images = rng.gen_range(1..=2u32);
+        let kernel = [rng.gen_range(1..=3u32), rng.gen_range(1..=3u32)];
+        let stride = [rng.gen_range(1..=2u32), rng.gen_range(1..=2u32)];
+        let dilation = [rng.gen_range(1..=2u32), rng.gen_range(1..=2u32)];
+        let pads = [0; 4].map(|_| rng.gen_range(0..=2u32));
+        let (h, w) = (rng.gen_range(3..=9u32), rng.gen_range(3..=9u32));
+        let out_dim = |n: u32, a: usize| {
+            let span = n + pads[a] + pads[a + 2];
+            let k = dilation[a] * (kernel[a] - 1) + 1;
+            (span.saturating_sub(k)) / stride[a] + 1
+        };
+        let (oh, ow) = (out_dim(h, 0), out_dim(w, 1));
+        let mut addr = 0u32;
+        let mut inputs = Vec::new();
+        for _ in 0..rng.gen_range(1..=2) {
+            let blocks = rng.gen_range(1..=3u32);
+            let extra = rng.gen_range(0..=1u32) * rows;
+            let t = TensorView {
+                addr,
+                images,
+                height: h,
+                width: w,
+                pixel_bytes: blocks * rows + extra,
+                lanes: blocks * rows,
+            };
+            addr += (t.pixels() as u32) * t.pixel_bytes;
+            inputs.push(WindowInput {
+                tensor: t,
+                pad_value: rng.gen(),
+            });
+        }
+        let n_blocks = rng.gen_range(1..=9usize);
+        let output = TensorView {
+            addr,
+            images,
+            height: oh,
+            width: ow,
+            pixel_bytes: n_blocks as u32 * cols + rng.gen_range(0..=1u32) * cols,
+            lanes: n_blocks as u32 * cols,
+        };
+        addr += output.pixels() as u32 * output.pixel_bytes;
+        let structure = |rng: &mut StdRng| -> Vec<(u32, u32, u32, u32)> {
+            (0..rng.gen_range(1..=5))
+                .map(|_| {
+                    let i = rng.gen_range(0..inputs.len());
+                    let blocks = inputs[i].tensor.lanes / rows;
+                    (
+                        i as u32,
+                        rng.gen_range(0..blocks),
+                        rng.gen_range(0..kernel[0]),
+                        rng.gen_range(0..kernel[1]),
+                    )
+                })
+                .collect()
+        };
+        let mut shape = structure(rng);
+        let mut tile = 0;
+        let mut sources = Vec::new();
+        for _ in 0..n_blocks {
+            if rng.gen_bool(0.3) {
+                shape = structure(rng);
+            }
+            sources.push(
+                shape
+                    .iter()
+                    .map(|&(input, block, ky, kx)| {
+                        tile += 1;
+                        WindowSource {
+                            input,
+                            block,
+                            tile: tile - 1,
+                            ky,
+                            kx,
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let tiles_addr = addr;
+        addr += tile * rows * cols;
+        let params_addr = addr;
+        addr += n_blocks as u32 * PARAM_ROWS * cols * 4;
+        let mut dram: Vec<u8> = (0..addr).map(|_| rng.gen()).collect();
+        for b in 0..n_blocks {
+            for c in 0..cols as usize {
+                let at = params_addr as usize + b * PARAM_ROWS as usize * cols as usize * 4;
+                let put = |d: &mut Vec<u8>, row: usize, v: i32| {
+                    let a = at + (row * cols as usize + c) * 4;
+                    d[a..a + 4].copy_from_slice(&v.to_le_bytes());
+                };
+                put(&mut dram, 0, rng.gen_range(-5000..5000));
+                put(&mut dram, 1, rng.gen_range(1 << 30..i32::MAX));
+                put(&mut dram, 2, rng.gen_range(30..48));
+            }
+        }
+        let region = rng.gen_bool(0.3).then(|| {
+            let (y0, x0) = (rng.gen_range(0..oh), rng.gen_range(0..ow));
+            [
+                y0,
+                x0,
+                rng.gen_range(1..=oh - y0),
+                rng.gen_range(1..=ow - x0),
+            ]
+        });
+        let op = WindowOp {
+            name: "random".into(),
+            insn_start: 0,
+            insn_end: 0,
+            inputs,
+            output,
+            kernel,
+            stride,
+            dilation,
+            pads,
+            sources,
+            combine: if rng.gen_bool(0.3) {
+                GemmMode::Max
+            } else {
+                GemmMode::Add
+            },
+            tiles_addr,
+            params_addr,
+            zero_point: rng.gen(),
+            clamp_lo: rng.gen_range(-128..0),
+            clamp_hi: rng.gen_range(0..=127),
+            region,
+        };
+        (op, dram)
+    }
+
+    #[test]
+    fn operations_compute_their_definition() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut scratch = Vec::new();
+        for cfg in [HwConfig::SMALL, HwConfig::DEFAULT] {
+            for case in 0..60 {
+                let (op, dram) = random_op(&cfg, &mut rng);
+                op.validate(&cfg, dram.len() as u64)
+                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                let mut want = dram.clone();
+                op.apply(&cfg, &mut want);
+                for simd in [true, false] {
+                    let mut p = Prepared::new(&cfg, &op, &dram);
+                    p.simd = simd;
+                    let mut got = dram.clone();
+                    p.run(&mut got, &mut scratch);
+                    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+                        panic!(
+                            "{}x{} case {case} (simd {simd}): byte {at:#x} is {} not {}\n{op:?}",
+                            cfg.rows, cfg.cols, got[at], want[at]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
