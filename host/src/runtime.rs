@@ -392,8 +392,11 @@ impl<T: Transport> Runtime<T> {
             }
         }
         let stats = total.unwrap_or_else(|| RunStats::empty(self.driver.cycle_source()));
+        // Only the model's outputs leave (the inputs and intermediate tensors stay behind).
+        let wanted = &self.bundle.io.model_outputs;
         let out = values
             .into_iter()
+            .filter(|(k, _)| wanted.iter().any(|s| &s.name == k))
             .map(|(k, a)| {
                 let shape = a.shape().to_vec();
                 (

@@ -110,6 +110,90 @@ unsafe fn row_avx2(p: &Params, src: &[i32], dst: &mut [i8]) {
     }
 }
 
+/// The requantization constants of 16 lanes (the parameters' lanes `at..at + 16`) prepared
+/// for AVX-512: [`Lanes16::apply`] takes the steps of [`row_avx2`] with the 64-bit arithmetic
+/// shift and clamps AVX-512 has. A block of pixels shares one set.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Lanes16 {
+    bias: std::arch::x86_64::__m512i,
+    /// Multipliers of the even lanes and (moved down) of the odd lanes, as 64-bit lanes.
+    mult: [std::arch::x86_64::__m512i; 2],
+    shift: [std::arch::x86_64::__m512i; 2],
+    /// `2^(s−1)`, or 0 where `s` = 0 (no rounding), per 64-bit lane.
+    half: [std::arch::x86_64::__m512i; 2],
+    zero_point: std::arch::x86_64::__m512i,
+    lo: std::arch::x86_64::__m512i,
+    hi: std::arch::x86_64::__m512i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes16 {
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn new(p: &Params, at: usize) -> Lanes16 {
+        use std::arch::x86_64::*;
+        assert!(p.bias.len() >= at + 16 && p.mult.len() >= at + 16 && p.shift.len() >= at + 16);
+        let load = |v: &[i32]| {
+            // SAFETY: 16 lanes from `at` (asserted above).
+            unsafe { _mm512_loadu_si512(v.as_ptr().add(at).cast()) }
+        };
+        let m = load(p.mult);
+        let s = _mm512_min_epu32(load(p.shift), _mm512_set1_epi32(MAX_SHIFT as i32));
+        let low32 = _mm512_set1_epi64(0xFFFF_FFFF);
+        let shift = [_mm512_and_si512(s, low32), _mm512_srli_epi64(s, 32)];
+        let one = _mm512_set1_epi64(1);
+        let half = shift.map(|s| {
+            let keep = _mm512_cmpeq_epi64_mask(s, _mm512_setzero_si512());
+            _mm512_maskz_sllv_epi64(!keep, one, _mm512_sub_epi64(s, one))
+        });
+        Lanes16 {
+            bias: load(p.bias),
+            mult: [m, _mm512_srli_epi64(m, 32)],
+            shift,
+            half,
+            zero_point: _mm512_set1_epi32(p.zero_point as i32),
+            lo: _mm512_set1_epi32(p.lo as i32),
+            hi: _mm512_set1_epi32(p.hi as i32),
+        }
+    }
+
+    /// Requantizes 16 accumulator lanes into 16 bytes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(crate) unsafe fn apply(&self, x: std::arch::x86_64::__m512i) -> std::arch::x86_64::__m128i {
+        use std::arch::x86_64::*;
+        let x = _mm512_add_epi32(x, self.bias);
+        let limit = 1i64 << 16;
+        // round(x · 2^-s) half away from zero (the rounding term less one for negative
+        // products), clamped to ±2^16, for eight 64-bit lanes.
+        let round_shift = |v: __m512i, k: usize| {
+            let bias = _mm512_add_epi64(self.half[k], _mm512_srai_epi64(v, 63));
+            let bias = _mm512_maskz_mov_epi64(
+                _mm512_cmpneq_epi64_mask(self.half[k], _mm512_setzero_si512()),
+                bias,
+            );
+            let r = _mm512_srav_epi64(_mm512_add_epi64(v, bias), self.shift[k]);
+            _mm512_max_epi64(
+                _mm512_min_epi64(r, _mm512_set1_epi64(limit)),
+                _mm512_set1_epi64(-limit),
+            )
+        };
+        let even = round_shift(_mm512_mul_epi32(x, self.mult[0]), 0);
+        let odd = round_shift(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), self.mult[1]), 1);
+        let r = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        let v = _mm512_add_epi32(r, self.zero_point);
+        // min after max: an inverted clamp yields `hi`, as the definition does.
+        let v = _mm512_min_epi32(_mm512_max_epi32(v, self.lo), self.hi);
+        _mm512_cvtepi32_epi8(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +280,16 @@ mod tests {
                 got, want,
                 "src {src:?} bias {bias:?} mult {mult:?} shift {shift:?}"
             );
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") {
+                use std::arch::x86_64::*;
+                // SAFETY: the CPU has AVX-512F; 16 lanes everywhere.
+                let got: [i8; 16] = unsafe {
+                    let x = _mm512_loadu_si512(src.as_ptr().cast());
+                    std::mem::transmute(Lanes16::new(&p, 0).apply(x))
+                };
+                assert_eq!(got.as_slice(), want, "AVX-512: src {src:?} shift {shift:?}");
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ const GROUP_LANES: usize = 64;
 const LANES: usize = 16;
 /// Smallest amount of work (in MACs) worth spreading over threads.
 const PAR_MACS: u64 = 1 << 20;
+/// Smallest plane (in bytes) filled by several threads.
+const PAR_PLANE_BYTES: usize = 1 << 18;
 /// MACs one parallel task gets, roughly.
 const TASK_MACS: u64 = 1 << 21;
 
@@ -56,6 +58,13 @@ struct Group {
     /// The accumulators' starting value, `−128·Σ W` per lane: of the whole reduction when
     /// terms add up, of each term (`[term][lane]`) when they combine by maximum.
     start: Vec<i32>,
+    /// Per input, the largest `offset + rows` of the terms that read it (0: none): the bytes
+    /// past a window corner the kernel may read.
+    reach: Vec<usize>,
+    /// Bias, multiplier and shift of every lane of the chunks (zero past the group's lanes).
+    bias: Vec<i32>,
+    mult: Vec<i32>,
+    shift: Vec<i32>,
 }
 
 /// Where an input's padded plane puts the pixels.
@@ -83,8 +92,6 @@ pub(crate) struct Prepared {
     cfg: HwConfig,
     groups: Vec<Group>,
     planes: Vec<Plane>,
-    /// Per output block: bias, multiplier and shift lanes.
-    params: Vec<[Vec<i32>; 3]>,
     /// Multiply-accumulates of one run.
     macs: u64,
     /// Whether the SIMD kernel may run where the CPU has it (tests clear it to check the
@@ -187,27 +194,35 @@ impl Prepared {
                     }
                 }
             }
+            let mut lane_params = [0, 1, 2].map(|_| vec![0i32; chunks * LANES]);
+            for b in b0..b1 {
+                let at = op.params_addr as usize + b * PARAM_ROWS as usize * cols * 4;
+                for (row, lanes) in lane_params.iter_mut().enumerate() {
+                    for c in 0..cols {
+                        let a = at + (row * cols + c) * 4;
+                        lanes[(b - b0) * cols + c] =
+                            i32::from_le_bytes([dram[a], dram[a + 1], dram[a + 2], dram[a + 3]]);
+                    }
+                }
+            }
+            let [bias, mult, shift] = lane_params;
+            let mut reach = vec![0; op.inputs.len()];
+            for t in &terms {
+                reach[t.input] = reach[t.input].max(t.offset + rows);
+            }
             groups.push(Group {
                 blocks: b0..b1,
+                reach,
                 terms,
                 weights,
                 chunks,
                 start,
+                bias,
+                mult,
+                shift,
             });
             b0 = b1;
         }
-        let i32s = |at: usize| -> Vec<i32> {
-            dram[at..at + cols * 4]
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        };
-        let params = (0..op.sources.len())
-            .map(|b| {
-                let at = op.params_addr as usize + b * PARAM_ROWS as usize * cols * 4;
-                [i32s(at), i32s(at + cols * 4), i32s(at + 2 * cols * 4)]
-            })
-            .collect();
         let pixels = op.output.images as u64 * (h * w) as u64;
         let macs =
             pixels * op.sources.iter().map(|s| s.len() as u64).sum::<u64>() * (rows * cols) as u64;
@@ -216,7 +231,6 @@ impl Prepared {
             cfg: *cfg,
             groups,
             planes,
-            params,
             macs,
             simd: true,
         }
@@ -275,14 +289,27 @@ impl Prepared {
         let mut acc = vec![0i32; p * lanes];
         let mut tmp = vec![0i32; p * lanes];
         let mut bases = vec![[0usize; MAX_PIXELS]; planes.len()];
+        let mut outs = [0usize; MAX_PIXELS];
+        let mut pos = self.position(qs.start);
+        let lane0 = group.blocks.start * self.cfg.cols as usize;
         let mut q = qs.start;
         while q < qs.end {
             let n = p.min(qs.end - q);
+            let mut at = [pos; MAX_PIXELS];
+            for a in &mut at[..n] {
+                *a = pos;
+                pos = self.next_position(pos);
+            }
+            // The tail repeats the last pixel; its results are dropped.
+            let last = at[n - 1];
+            at[n..p].fill(last);
             for (i, b) in bases.iter_mut().enumerate() {
-                for (j, slot) in b[..p].iter_mut().enumerate() {
-                    // The tail repeats the last pixel; its results are dropped.
-                    *slot = self.plane_offset(i, q + j.min(n - 1));
+                for (slot, &xy) in b[..p].iter_mut().zip(&at) {
+                    *slot = self.plane_offset(i, xy);
                 }
+            }
+            for (o, &[img, y, x]) in outs[..n].iter_mut().zip(&at) {
+                *o = self.op.output.pixel_addr(img as u32, y as u32, x as u32) as usize + lane0;
             }
             match self.op.combine {
                 GemmMode::Max => {
@@ -318,54 +345,118 @@ impl Prepared {
                     );
                 }
             }
-            for j in 0..n {
-                self.write_pixel(group, q + j, &acc[j * lanes..][..lanes], out);
-            }
+            self.write_pixels(group, &acc, &outs[..n], out, kernel.simd());
             q += n;
         }
     }
 
-    /// The byte offset in input `i`'s plane of output pixel `q`'s window corner.
-    fn plane_offset(&self, i: usize, q: usize) -> usize {
+    /// The `[image, y, x]` of output pixel `q`.
+    fn position(&self, q: usize) -> [usize; 3] {
+        let [y0, x0, h, w] = self.op.out_region().map(|v| v as usize);
+        let (img, yx) = (q / (h * w), q % (h * w));
+        [img, y0 + yx / w, x0 + yx % w]
+    }
+
+    /// The pixel after `[image, y, x]` in the region, row by row, image by image.
+    #[inline]
+    fn next_position(&self, [img, y, x]: [usize; 3]) -> [usize; 3] {
+        let [y0, x0, h, w] = self.op.out_region().map(|v| v as usize);
+        if x + 1 < x0 + w {
+            [img, y, x + 1]
+        } else if y + 1 < y0 + h {
+            [img, y + 1, x0]
+        } else {
+            [img + 1, y0, x0]
+        }
+    }
+
+    /// The byte offset in input `i`'s plane of the window corner of output pixel
+    /// `[image, y, x]`.
+    #[inline]
+    fn plane_offset(&self, i: usize, [img, y, x]: [usize; 3]) -> usize {
         let op = &self.op;
         let pl = &self.planes[i];
-        let [y0, x0, h, w] = op.out_region().map(|v| v as usize);
-        let (img, yx) = (q / (h * w), q % (h * w));
-        let (y, x) = (y0 + yx / w, x0 + yx % w);
-        let py = (op.input_coord(0, y as u32, 0) - pl.y0) as usize;
-        let px = (op.input_coord(1, x as u32, 0) - pl.x0) as usize;
+        let [y0, x0, _, _] = op.out_region().map(|v| v as usize);
+        // The plane starts at the region's first window corner.
+        let py = (y - y0) * op.stride[0] as usize;
+        let px = (x - x0) * op.stride[1] as usize;
         ((img * pl.height + py) * pl.width + px) * pl.lanes
     }
 
-    /// Requantizes output pixel `q`'s lanes of `group` and writes them to DRAM.
-    fn write_pixel(&self, group: &Group, q: usize, acc: &[i32], out: &OutPtr) {
+    /// Requantizes the lanes of `group` of the pixels whose first lane goes to DRAM address
+    /// `outs[j]` (`acc` row `j`) and writes them.
+    fn write_pixels(&self, group: &Group, acc: &[i32], outs: &[usize], out: &OutPtr, simd: bool) {
         let op = &self.op;
-        let cols = self.cfg.cols as usize;
-        let [y0, x0, h, w] = op.out_region().map(|v| v as usize);
-        let (img, yx) = (q / (h * w), q % (h * w));
-        let pixel = op
-            .output
-            .pixel_addr(img as u32, (y0 + yx / w) as u32, (x0 + yx % w) as u32)
-            as usize;
-        let mut bytes = [0i8; GROUP_LANES];
-        for (j, b) in group.blocks.clone().enumerate() {
-            let [bias, mult, shift] = &self.params[b];
-            let p = requant::Params {
-                bias,
-                mult,
-                shift,
-                zero_point: op.zero_point,
-                lo: op.clamp_lo,
-                hi: op.clamp_hi,
-            };
-            requant::row(&p, &acc[j * cols..][..cols], &mut bytes[j * cols..][..cols]);
+        let n = group.blocks.len() * self.cfg.cols as usize;
+        let lanes = group.chunks * LANES;
+        let params = requant::Params {
+            bias: &group.bias,
+            mult: &group.mult,
+            shift: &group.shift,
+            zero_point: op.zero_point,
+            lo: op.clamp_lo,
+            hi: op.clamp_hi,
+        };
+        assert!(acc.len() >= outs.len() * lanes);
+        for &at in outs {
+            assert!(at + n <= out.1, "validated output lies inside the DRAM");
         }
-        let n = group.blocks.len() * cols;
-        let at = pixel + group.blocks.start * cols;
-        assert!(at + n <= out.1, "validated output lies inside the DRAM");
-        // SAFETY: in bounds (checked above); tasks write disjoint bytes (other pixels or other
-        // blocks) and nothing reads DRAM while they run.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<u8>(), out.0.add(at), n) };
+        #[cfg(target_arch = "x86_64")]
+        if simd && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; the rows and destinations were checked above, and
+            // tasks write disjoint bytes (other pixels or other groups) while nothing reads DRAM.
+            unsafe { store_avx512(&params, group.chunks, n, acc, outs, out.0) };
+            return;
+        }
+        let _ = simd;
+        for (j, &at) in outs.iter().enumerate() {
+            let acc = &acc[j * lanes..][..lanes];
+            let mut bytes = [0i8; GROUP_LANES];
+            requant::row(&params, &acc[..n], &mut bytes[..n]);
+            // SAFETY: as above.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), out.0.add(at), n) };
+        }
+    }
+}
+
+/// Requantizes `acc` (`[pixel][chunk·16 + lane]`) and writes lanes `0..n` of pixel `j` to
+/// `dram + outs[j]`.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `acc` must hold `outs.len() × chunks × 16` lanes, the parameters
+/// `chunks × 16`, and `dram + outs[j] .. + n` be writable and written by no one else.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_avx512(
+    params: &requant::Params,
+    chunks: usize,
+    n: usize,
+    acc: &[i32],
+    outs: &[usize],
+    dram: *mut u8,
+) {
+    use std::arch::x86_64::*;
+    for c in 0..chunks {
+        let lanes = n.saturating_sub(c * LANES).min(LANES);
+        // SAFETY: the CPU has AVX-512F; the parameters hold the chunk's lanes.
+        let q = unsafe { requant::Lanes16::new(params, c * LANES) };
+        for (j, &at) in outs.iter().enumerate() {
+            // SAFETY: 16 lanes of chunk c of row j (the caller's contract).
+            let x =
+                unsafe { _mm512_loadu_si512(acc.as_ptr().add((j * chunks + c) * LANES).cast()) };
+            // SAFETY: the CPU has AVX-512F.
+            let v = unsafe { q.apply(x) };
+            // SAFETY: bytes at + 16c .. + lanes are the pixel's (the caller's contract).
+            unsafe {
+                let dst = dram.add(at + c * LANES);
+                if lanes == LANES {
+                    _mm_storeu_si128(dst.cast(), v);
+                } else {
+                    let bytes: [u8; LANES] = std::mem::transmute(v);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, lanes);
+                }
+            }
+        }
     }
 }
 
@@ -394,11 +485,11 @@ fn fill_plane(
         return;
     }
     let row_bytes = plane.width * l;
-    for (r, dst) in buf.chunks_exact_mut(row_bytes).enumerate() {
+    let fill_row = |(r, dst): (usize, &mut [u8])| {
         let (img, py) = (r / plane.height, r % plane.height);
         let y = plane.y0 + py as i64;
         if !(0..h).contains(&y) {
-            continue;
+            return;
         }
         let x0 = (plane.x0 + xa as i64) as u32;
         let mut src = t.pixel_addr(img as u32, y as u32, x0) as usize;
@@ -408,6 +499,15 @@ fn fill_plane(
             }
             src += t.pixel_bytes as usize;
         }
+    };
+    if buf.len() >= PAR_PLANE_BYTES && rayon::current_num_threads() > 1 {
+        buf.par_chunks_exact_mut(row_bytes)
+            .enumerate()
+            .for_each(fill_row);
+    } else {
+        buf.chunks_exact_mut(row_bytes)
+            .enumerate()
+            .for_each(fill_row);
     }
 }
 
@@ -434,6 +534,15 @@ impl Kernel {
         }
         let _ = chunks;
         Kernel::Portable
+    }
+
+    /// Whether the vector epilogue may run.
+    fn simd(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Kernel::Vnni(_) = self {
+            return true;
+        }
+        false
     }
 
     fn pixels(self) -> usize {
@@ -468,13 +577,11 @@ impl Kernel {
         let p = self.pixels();
         assert!(out.len() >= p * group.chunks * LANES && start.len() >= group.chunks * LANES);
         // Every byte the kernels read: the planes cover each window, and weights match terms.
-        for t in terms {
-            let plane = planes[t.input];
-            for &b in &bases[t.input][..p] {
-                assert!(
-                    b + t.offset + rows <= plane.len(),
-                    "window inside its plane"
-                );
+        for (i, plane) in planes.iter().enumerate() {
+            let reach = group.reach[i];
+            if reach > 0 {
+                let far = bases[i][..p].iter().max().copied().unwrap_or(0);
+                assert!(far + reach <= plane.len(), "window inside its plane");
             }
         }
         assert_eq!(weights.len(), terms.len() * stride);
