@@ -262,6 +262,14 @@ impl WindowOp {
         Ok(())
     }
 
+    /// The most lanes the sources read of any input's pixels.
+    pub fn input_lanes_max(&self, rows: u32) -> u32 {
+        (0..self.inputs.len() as u32)
+            .map(|i| self.lanes_read(i, rows))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Lanes `0..n` of input `input`'s pixels hold every lane the sources read.
     fn lanes_read(&self, input: u32, rows: u32) -> u32 {
         self.sources

@@ -49,6 +49,8 @@ struct Term {
 /// Output blocks `blocks` with one reduction structure, and their packed weights.
 struct Group {
     blocks: std::ops::Range<usize>,
+    /// Rows of each term (the array's).
+    rows: usize,
     terms: Vec<Term>,
     /// `[term][row/4][chunk][lane][row%4]` bytes: the `vpdpbusd` operand of every 4 rows and
     /// 16 lanes (lanes past the group's are zero).
@@ -75,13 +77,60 @@ struct Plane {
     x0: i64,
     height: usize,
     width: usize,
-    /// Bytes per pixel of the plane: the lanes the sources read.
+    /// Lanes per pixel of the plane: the lanes the sources read.
     lanes: usize,
+    /// Bytes per lane: 1 (flipped int8) or 2 (the same value as a little-endian int16, the
+    /// operand of the AVX2 kernel).
+    elem: usize,
 }
 
 impl Plane {
     fn bytes(&self, images: usize) -> usize {
-        images * self.height * self.width * self.lanes
+        images * self.height * self.width * self.lanes * self.elem
+    }
+}
+
+/// The instruction set the kernels use, detected at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512 VNNI: `vpdpbusd`, 64 MACs per instruction.
+    #[cfg(target_arch = "x86_64")]
+    Vnni,
+    /// AVX2: `vpmaddwd` on int16 pairs, 16 MACs per instruction.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// Every kernel this CPU can run, fastest first.
+    pub(crate) fn available() -> Vec<Isa> {
+        let mut v = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512vnni") {
+                v.push(Isa::Vnni);
+            }
+            if has!("avx2") {
+                v.push(Isa::Avx2);
+            }
+        }
+        v.push(Isa::Portable);
+        v
+    }
+
+    fn best() -> Isa {
+        Isa::available()[0]
+    }
+
+    /// Bytes per lane of the planes and weights.
+    fn elem(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -94,9 +143,7 @@ pub(crate) struct Prepared {
     planes: Vec<Plane>,
     /// Multiply-accumulates of one run.
     macs: u64,
-    /// Whether the SIMD kernel may run where the CPU has it (tests clear it to check the
-    /// portable one).
-    simd: bool,
+    isa: Isa,
 }
 
 /// Why an operation cannot take the fast path (it then runs as instructions).
@@ -107,16 +154,39 @@ pub(crate) fn unsupported(cfg: &HwConfig, op: &WindowOp) -> Option<&'static str>
         Some("array columns exceed one register block")
     } else if op.sources.is_empty() {
         Some("no output blocks")
+    } else if plane_bytes(cfg, op) > MAX_PLANE_BYTES {
+        Some("its padded input planes would take more than 1 GiB")
     } else {
         None
     }
+}
+
+/// The most memory the planes of one operation may take.
+const MAX_PLANE_BYTES: u64 = 1 << 30;
+
+/// The bytes of `op`'s padded input planes at most (computed wide: any fields give a number).
+fn plane_bytes(cfg: &HwConfig, op: &WindowOp) -> u64 {
+    let [_, _, h, w] = op.out_region().map(|v| v as u64);
+    let extent = |n: u64, a: usize| {
+        n.saturating_sub(1) * op.stride[a] as u64
+            + (op.kernel[a].max(1) as u64 - 1) * op.dilation[a] as u64
+            + 1
+    };
+    let pixels = op.output.images as u64 * extent(h, 0) * extent(w, 1);
+    op.inputs.len() as u64 * pixels * op.input_lanes_max(cfg.rows) as u64 * 2
 }
 
 impl Prepared {
     /// Packs `op`'s constants from `dram`. `op` must have passed `validate` for this DRAM and
     /// [`unsupported`] must have said nothing.
     pub(crate) fn new(cfg: &HwConfig, op: &WindowOp, dram: &[u8]) -> Prepared {
+        Prepared::with_isa(cfg, op, dram, Isa::best())
+    }
+
+    /// [`Prepared::new`] for the kernels of `isa` (which the CPU must have).
+    pub(crate) fn with_isa(cfg: &HwConfig, op: &WindowOp, dram: &[u8], isa: Isa) -> Prepared {
         let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
+        let elem = isa.elem();
         let [y0, x0, h, w] = op.out_region().map(|v| v as i64);
         let planes: Vec<Plane> = (0..op.inputs.len())
             .map(|i| {
@@ -142,6 +212,7 @@ impl Prepared {
                     height: ph,
                     width: pw,
                     lanes,
+                    elem,
                 }
             })
             .collect();
@@ -151,7 +222,7 @@ impl Prepared {
             let dx = (s.kx * op.dilation[1]) as usize;
             Term {
                 input: s.input as usize,
-                offset: (dy * p.width + dx) * p.lanes + s.block as usize * rows,
+                offset: ((dy * p.width + dx) * p.lanes + s.block as usize * rows) * elem,
             }
         };
         // Consecutive blocks with the same structure share a group.
@@ -173,7 +244,7 @@ impl Prepared {
             let terms: Vec<Term> = op.sources[b0].iter().map(term).collect();
             let lanes = (b1 - b0) * cols;
             let chunks = lanes.div_ceil(LANES);
-            let mut weights = vec![0u8; terms.len() * rows * chunks * LANES];
+            let mut weights = vec![0u8; terms.len() * rows * chunks * LANES * elem];
             let by_max = op.combine == GemmMode::Max;
             let mut start = vec![0i32; if by_max { terms.len() } else { 1 } * chunks * LANES];
             for k in 0..terms.len() {
@@ -186,8 +257,18 @@ impl Prepared {
                         for r in 0..rows {
                             let v = dram[tile + r * cols + c];
                             sum = sum.wrapping_add(v as i8 as i32);
-                            let at = ((k * rows / 4 + r / 4) * chunks * LANES + lane) * 4 + r % 4;
-                            weights[at] = v;
+                            if elem == 1 {
+                                // [term][row/4][lane][row%4]
+                                let at =
+                                    ((k * rows / 4 + r / 4) * chunks * LANES + lane) * 4 + r % 4;
+                                weights[at] = v;
+                            } else {
+                                // [term][row/2][lane][row%2] as int16
+                                let at =
+                                    ((k * rows / 2 + r / 2) * chunks * LANES + lane) * 2 + r % 2;
+                                let w = (v as i8 as i16).to_le_bytes();
+                                weights[2 * at..2 * at + 2].copy_from_slice(&w);
+                            }
                         }
                         let s = &mut start[if by_max { k * chunks * LANES } else { 0 } + lane];
                         *s = s.wrapping_sub(sum.wrapping_mul(128));
@@ -208,10 +289,11 @@ impl Prepared {
             let [bias, mult, shift] = lane_params;
             let mut reach = vec![0; op.inputs.len()];
             for t in &terms {
-                reach[t.input] = reach[t.input].max(t.offset + rows);
+                reach[t.input] = reach[t.input].max(t.offset + rows * elem);
             }
             groups.push(Group {
                 blocks: b0..b1,
+                rows,
                 reach,
                 terms,
                 weights,
@@ -232,7 +314,7 @@ impl Prepared {
             groups,
             planes,
             macs,
-            simd: true,
+            isa,
         }
     }
 
@@ -283,7 +365,7 @@ impl Prepared {
     /// Computes output pixels `qs` (numbered image by image, row by row within the region) of
     /// `group` and writes them.
     fn run_task(&self, group: &Group, planes: &[&[u8]], qs: std::ops::Range<usize>, out: &OutPtr) {
-        let kernel = Kernel::choose(group.chunks, self.simd);
+        let kernel = Kernel::choose(group.chunks, self.isa);
         let p = kernel.pixels();
         let lanes = group.chunks * LANES;
         let mut acc = vec![0i32; p * lanes];
@@ -380,7 +462,7 @@ impl Prepared {
         // The plane starts at the region's first window corner.
         let py = (y - y0) * op.stride[0] as usize;
         let px = (x - x0) * op.stride[1] as usize;
-        ((img * pl.height + py) * pl.width + px) * pl.lanes
+        ((img * pl.height + py) * pl.width + px) * pl.lanes * pl.elem
     }
 
     /// Requantizes the lanes of `group` of the pixels whose first lane goes to DRAM address
@@ -474,9 +556,14 @@ fn fill_plane(
     buf: &mut Vec<u8>,
 ) {
     let t = &input.tensor;
-    let l = plane.lanes;
+    let (l, e) = (plane.lanes, plane.elem);
+    let pad = input.pad_value as u8 ^ 0x80;
     buf.clear();
-    buf.resize(plane.bytes(images), input.pad_value as u8 ^ 0x80);
+    if e == 1 {
+        buf.resize(plane.bytes(images), pad);
+    } else {
+        buf.extend((0..plane.bytes(images) / 2).flat_map(|_| [pad, 0]));
+    }
     let (h, w) = (t.height as i64, t.width as i64);
     // The plane's columns that lie inside the image.
     let xa = (-plane.x0).clamp(0, plane.width as i64) as usize;
@@ -484,7 +571,7 @@ fn fill_plane(
     if xa >= xb {
         return;
     }
-    let row_bytes = plane.width * l;
+    let row_bytes = plane.width * l * e;
     let fill_row = |(r, dst): (usize, &mut [u8])| {
         let (img, py) = (r / plane.height, r % plane.height);
         let y = plane.y0 + py as i64;
@@ -493,9 +580,17 @@ fn fill_plane(
         }
         let x0 = (plane.x0 + xa as i64) as u32;
         let mut src = t.pixel_addr(img as u32, y as u32, x0) as usize;
-        for d in dst[xa * l..xb * l].chunks_exact_mut(l) {
-            for (o, &v) in d.iter_mut().zip(&dram[src..src + l]) {
-                *o = v ^ 0x80;
+        for d in dst[xa * l * e..xb * l * e].chunks_exact_mut(l * e) {
+            let from = &dram[src..src + l];
+            if e == 1 {
+                for (o, &v) in d.iter_mut().zip(from) {
+                    *o = v ^ 0x80;
+                }
+            } else {
+                for (o, &v) in d.chunks_exact_mut(2).zip(from) {
+                    o[0] = v ^ 0x80;
+                    o[1] = 0;
+                }
             }
             src += t.pixel_bytes as usize;
         }
@@ -520,23 +615,24 @@ enum Kernel {
     /// AVX-512 VNNI with this many 16-lane chunks per pixel.
     #[cfg(target_arch = "x86_64")]
     Vnni(usize),
+    /// AVX2, one 16-lane chunk (two registers) per pixel at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     Portable,
 }
 
 impl Kernel {
-    fn choose(chunks: usize, simd: bool) -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        if simd
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            return Kernel::Vnni(chunks);
+    fn choose(chunks: usize, isa: Isa) -> Kernel {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Vnni => Kernel::Vnni(chunks),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Kernel::Avx2,
+            Isa::Portable => Kernel::Portable,
         }
-        let _ = chunks;
-        Kernel::Portable
     }
 
-    /// Whether the vector epilogue may run.
+    /// Whether the AVX-512 requantization may run.
     fn simd(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         if let Kernel::Vnni(_) = self {
@@ -553,6 +649,8 @@ impl Kernel {
             Kernel::Vnni(2) => 12,
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni(_) => 6,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => 6,
             Kernel::Portable => 8,
         }
     }
@@ -571,8 +669,8 @@ impl Kernel {
         planes: &[&[u8]],
         out: &mut [i32],
     ) {
-        let rows = group.weights.len() / (group.terms.len() * group.chunks * LANES);
-        let stride = rows * group.chunks * LANES;
+        let rows = group.rows;
+        let stride = group.weights.len() / group.terms.len();
         let weights = &group.weights[ks.start * stride..ks.end * stride];
         let p = self.pixels();
         assert!(out.len() >= p * group.chunks * LANES && start.len() >= group.chunks * LANES);
@@ -608,6 +706,22 @@ impl Kernel {
                         _ => vnni::<6, 4>(args),
                     }
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                let args = (
+                    group.chunks,
+                    rows,
+                    terms,
+                    start,
+                    bases,
+                    planes,
+                    weights,
+                    out,
+                );
+                // SAFETY: the CPU has AVX2 (the planes and weights were laid out for it); the
+                // reads are in bounds (checked above) and `out` holds `p × chunks × 16` lanes.
+                unsafe { avx2::<6>(args) }
             }
             Kernel::Portable => portable(
                 group.chunks,
@@ -682,6 +796,66 @@ unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
         for (j, v) in a.iter().enumerate() {
             // SAFETY: lanes of pixel p, chunk j, inside `out`.
             unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p * lanes + j * LANES).cast(), *v) };
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2; every window row (`2·rows` bytes at `base + offset`, int16 lanes)
+/// must lie inside its plane, `weights` hold `terms × rows/2 × chunks × 16` int16 pairs,
+/// `start` `chunks × 16` lanes and `out` `P × chunks × 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<const P: usize>(args: KernelArgs) {
+    use std::arch::x86_64::*;
+    let (chunks, rows, terms, start, bases, planes, weights, out) = args;
+    let lanes = chunks * LANES;
+    for c in 0..chunks {
+        let mut acc = [[_mm256_setzero_si256(); 2]; P];
+        for a in acc.iter_mut() {
+            for (h, v) in a.iter_mut().enumerate() {
+                // SAFETY: lanes 16c + 8h .. + 8 of `start`.
+                *v = unsafe { _mm256_loadu_si256(start.as_ptr().add(c * LANES + 8 * h).cast()) };
+            }
+        }
+        for (k, t) in terms.iter().enumerate() {
+            let plane = planes[t.input].as_ptr();
+            let mut ptr = [plane; P];
+            for (p, x) in ptr.iter_mut().enumerate() {
+                // SAFETY: inside the plane (the caller's contract).
+                *x = unsafe { plane.add(bases[t.input][p] + t.offset) };
+            }
+            // SAFETY: term k's weights, chunk c.
+            let wk = unsafe { weights.as_ptr().add(k * rows * lanes * 2 + c * LANES * 4) };
+            for r2 in 0..rows / 2 {
+                // SAFETY: the 16 int16 pairs of chunk c at row pair r2.
+                let w = unsafe {
+                    let at = wk.add(r2 * lanes * 4);
+                    [
+                        _mm256_loadu_si256(at.cast()),
+                        _mm256_loadu_si256(at.add(32).cast()),
+                    ]
+                };
+                for (a, &src) in acc.iter_mut().zip(&ptr) {
+                    // SAFETY: two int16 lanes of the window row.
+                    let x = unsafe { std::ptr::read_unaligned(src.add(r2 * 4).cast::<i32>()) };
+                    let x = _mm256_set1_epi32(x);
+                    for (v, &wv) in a.iter_mut().zip(&w) {
+                        *v = _mm256_add_epi32(*v, _mm256_madd_epi16(x, wv));
+                    }
+                }
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            for (h, v) in a.iter().enumerate() {
+                // SAFETY: lanes of pixel p, chunk c, inside `out`.
+                unsafe {
+                    _mm256_storeu_si256(
+                        out.as_mut_ptr().add(p * lanes + c * LANES + 8 * h).cast(),
+                        *v,
+                    )
+                };
+            }
         }
     }
 }
@@ -873,14 +1047,13 @@ mod tests {
                     .unwrap_or_else(|e| panic!("case {case}: {e}"));
                 let mut want = dram.clone();
                 op.apply(&cfg, &mut want);
-                for simd in [true, false] {
-                    let mut p = Prepared::new(&cfg, &op, &dram);
-                    p.simd = simd;
+                for isa in Isa::available() {
+                    let p = Prepared::with_isa(&cfg, &op, &dram, isa);
                     let mut got = dram.clone();
                     p.run(&mut got, &mut scratch);
                     if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
                         panic!(
-                            "{}x{} case {case} (simd {simd}): byte {at:#x} is {} not {}\n{op:?}",
+                            "{}x{} case {case} ({isa:?}): byte {at:#x} is {} not {}\n{op:?}",
                             cfg.rows, cfg.cols, got[at], want[at]
                         );
                     }
