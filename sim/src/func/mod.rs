@@ -54,6 +54,7 @@
 mod batch;
 mod exec;
 mod gemm;
+mod lanewise;
 mod ops;
 mod requant;
 mod window;

@@ -21,6 +21,7 @@
 //! wrap like the hardware's, so the order of the reduction changes nothing: the results are
 //! those of [`sinter_isa::window::WindowOp::apply`] and of the instructions, bit for bit.
 
+use super::lanewise::LaneWise;
 use super::requant;
 use rayon::prelude::*;
 use sinter_isa::insn::GemmMode;
@@ -41,9 +42,9 @@ const TASK_MACS: u64 = 1 << 21;
 /// One term of a group's reduction: a byte offset into an input's padded plane, relative to
 /// the output pixel's own position there.
 #[derive(Clone, Copy, Debug)]
-struct Term {
-    input: usize,
-    offset: usize,
+pub(super) struct Term {
+    pub input: usize,
+    pub offset: usize,
 }
 
 /// Output blocks `blocks` with one reduction structure, and their packed weights.
@@ -71,14 +72,14 @@ struct Group {
 
 /// Where an input's padded plane puts the pixels.
 #[derive(Clone, Copy, Debug)]
-struct Plane {
+pub(super) struct Plane {
     /// Input pixels `(y0.., x0..)`, `height × width` of them per image, are in the plane.
     y0: i64,
     x0: i64,
     height: usize,
-    width: usize,
+    pub width: usize,
     /// Lanes per pixel of the plane: the lanes the sources read.
-    lanes: usize,
+    pub lanes: usize,
     /// Bytes per lane: 1 (flipped int8) or 2 (the same value as a little-endian int16, the
     /// operand of the AVX2 kernel).
     elem: usize,
@@ -144,6 +145,8 @@ pub(crate) struct Prepared {
     /// Multiply-accumulates of one run.
     macs: u64,
     isa: Isa,
+    /// The operation as a lane-wise one (then `groups` is empty).
+    lane_wise: Option<LaneWise>,
 }
 
 /// Why an operation cannot take the fast path (it then runs as instructions).
@@ -225,6 +228,7 @@ impl Prepared {
                 offset: ((dy * p.width + dx) * p.lanes + s.block as usize * rows) * elem,
             }
         };
+        let lane_wise = LaneWise::detect(cfg, op, dram);
         // Consecutive blocks with the same structure share a group.
         let shape = |b: usize| {
             op.sources[b]
@@ -234,7 +238,11 @@ impl Prepared {
         };
         let per_group = (GROUP_LANES / cols).max(1);
         let mut groups = Vec::new();
-        let mut b0 = 0;
+        let mut b0 = if lane_wise.is_some() {
+            op.sources.len()
+        } else {
+            0
+        };
         while b0 < op.sources.len() {
             let s0 = shape(b0);
             let mut b1 = b0 + 1;
@@ -315,6 +323,7 @@ impl Prepared {
             planes,
             macs,
             isa,
+            lane_wise,
         }
     }
 
@@ -332,6 +341,10 @@ impl Prepared {
     pub(crate) fn run(&self, dram: &mut [u8], scratch: &mut Vec<Vec<u8>>) {
         let op = &self.op;
         let images = op.output.images as usize;
+        if let Some(lw) = &self.lane_wise {
+            self.run_lanes(lw, dram);
+            return;
+        }
         scratch.resize_with(self.planes.len(), Vec::new);
         for ((plane, input), buf) in self.planes.iter().zip(&op.inputs).zip(scratch.iter_mut()) {
             fill_plane(plane, input, images, dram, buf);
@@ -377,22 +390,7 @@ impl Prepared {
         let mut q = qs.start;
         while q < qs.end {
             let n = p.min(qs.end - q);
-            let mut at = [pos; MAX_PIXELS];
-            for a in &mut at[..n] {
-                *a = pos;
-                pos = self.next_position(pos);
-            }
-            // The tail repeats the last pixel; its results are dropped.
-            let last = at[n - 1];
-            at[n..p].fill(last);
-            for (i, b) in bases.iter_mut().enumerate() {
-                for (slot, &xy) in b[..p].iter_mut().zip(&at) {
-                    *slot = self.plane_offset(i, xy);
-                }
-            }
-            for (o, &[img, y, x]) in outs[..n].iter_mut().zip(&at) {
-                *o = self.op.output.pixel_addr(img as u32, y as u32, x as u32) as usize + lane0;
-            }
+            self.step_pixels(&mut pos, n, p, lane0, &mut bases, &mut outs);
             match self.op.combine {
                 GemmMode::Max => {
                     for (k, t) in group.terms.iter().enumerate() {
@@ -429,6 +427,62 @@ impl Prepared {
             }
             self.write_pixels(group, &acc, &outs[..n], out, kernel.simd());
             q += n;
+        }
+    }
+
+    /// Runs a lane-wise operation on `dram` (its inputs read in place).
+    fn run_lanes(&self, lw: &LaneWise, dram: &mut [u8]) {
+        let [_, _, h, w] = self.op.out_region().map(|v| v as usize);
+        let pixels = self.op.output.images as usize * h * w;
+        // Lane-wise work is light: a task is a few thousand pixels.
+        let run = (TASK_MACS as usize / (self.cfg.cols as usize * self.cfg.rows as usize))
+            .max(MAX_PIXELS);
+        let out = OutPtr(dram.as_mut_ptr(), dram.len());
+        let simd = self.isa != Isa::Portable;
+        let job = |q0: usize| {
+            let mut pos = self.position(q0);
+            let mut at = Vec::with_capacity(run);
+            for _ in q0..(q0 + run).min(pixels) {
+                at.push(pos);
+                pos = self.next_position(pos);
+            }
+            // SAFETY: DRAM stays valid for the whole run; tasks write disjoint pixels, and the
+            // output overlaps no input (validated).
+            unsafe { lw.run(&self.op, &at, out.ptr(), out.1, simd) };
+        };
+        if self.macs >= PAR_MACS && rayon::current_num_threads() > 1 {
+            (0..pixels).into_par_iter().step_by(run).for_each(job);
+        } else {
+            (0..pixels).step_by(run).for_each(job);
+        }
+    }
+
+    /// Fills `bases` (window corners in each plane) for `p` pixels from `pos` on, the last of
+    /// `n` repeated past it (the kernels run whole blocks; those results are dropped), and
+    /// `outs` (DRAM addresses of lane `lane0`) for the `n`; advances `pos` by `n` pixels.
+    fn step_pixels(
+        &self,
+        pos: &mut [usize; 3],
+        n: usize,
+        p: usize,
+        lane0: usize,
+        bases: &mut [[usize; MAX_PIXELS]],
+        outs: &mut [usize; MAX_PIXELS],
+    ) {
+        let mut here = *pos;
+        for j in 0..p {
+            for (i, b) in bases.iter_mut().enumerate() {
+                b[j] = self.plane_offset(i, here);
+            }
+            if j < n {
+                let [img, y, x] = here;
+                outs[j] =
+                    self.op.output.pixel_addr(img as u32, y as u32, x as u32) as usize + lane0;
+                *pos = self.next_position(*pos);
+                if j + 1 < n {
+                    here = *pos;
+                }
+            }
         }
     }
 
@@ -544,8 +598,14 @@ unsafe fn store_avx512(
 
 /// DRAM as the tasks write it: its start and length.
 struct OutPtr(*mut u8, usize);
-// SAFETY: tasks write disjoint bytes through it (see `write_pixel`).
+// SAFETY: tasks write disjoint bytes through it (see `write_pixels`).
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn ptr(&self) -> *mut u8 {
+        self.0
+    }
+}
 
 /// Copies input `input`'s pixels of `plane`, sign bits flipped, padding where outside the image.
 fn fill_plane(
@@ -607,7 +667,7 @@ fn fill_plane(
 }
 
 /// Pixels per register block at most.
-const MAX_PIXELS: usize = 16;
+pub(super) const MAX_PIXELS: usize = 16;
 
 /// The register block a group runs with: `pixels × chunks` accumulators.
 #[derive(Clone, Copy, Debug)]
@@ -904,8 +964,12 @@ mod tests {
     /// A random operation over random DRAM: one or two inputs (with extra lanes, as views of a
     /// concatenation have), padding, strides, dilation, a region, output blocks in groups of
     /// the same structure and alone, either combine mode.
-    fn random_op(cfg: &HwConfig, rng: &mut StdRng) -> (WindowOp, Vec<u8>) {
+    ///
+    /// A `lane_wise` one has diagonal tiles, and output block `b` reads block `block₀ + b` of
+    /// inputs with equal blocks (a residual add, a pool, a depthwise 1×1).
+    fn random_op(cfg: &HwConfig, rng: &mut StdRng, lane_wise: bool) -> (WindowOp, Vec<u8>) {
         let (rows, cols) = (cfg.rows, cfg.cols);
+        let in_blocks = rng.gen_range(1..=3u32);
         let images = rng.gen_range(1..=2u32);
         let kernel = [rng.gen_range(1..=3u32), rng.gen_range(1..=3u32)];
         let stride = [rng.gen_range(1..=2u32), rng.gen_range(1..=2u32)];
@@ -921,7 +985,11 @@ mod tests {
         let mut addr = 0u32;
         let mut inputs = Vec::new();
         for _ in 0..rng.gen_range(1..=2) {
-            let blocks = rng.gen_range(1..=3u32);
+            let blocks = if lane_wise {
+                in_blocks
+            } else {
+                rng.gen_range(1..=3u32)
+            };
             let extra = rng.gen_range(0..=1u32) * rows;
             let t = TensorView {
                 addr,
@@ -937,7 +1005,12 @@ mod tests {
                 pad_value: rng.gen(),
             });
         }
-        let n_blocks = rng.gen_range(1..=9usize);
+        let n_blocks = if lane_wise {
+            rng.gen_range(1..=in_blocks as usize)
+        } else {
+            rng.gen_range(1..=9usize)
+        };
+        let block0 = rng.gen_range(0..=in_blocks - n_blocks as u32);
         let output = TensorView {
             addr,
             images,
@@ -962,16 +1035,22 @@ mod tests {
                 .collect()
         };
         let mut shape = structure(rng);
+        if lane_wise {
+            for s in &mut shape {
+                s.1 = block0;
+            }
+        }
         let mut tile = 0;
         let mut sources = Vec::new();
-        for _ in 0..n_blocks {
-            if rng.gen_bool(0.3) {
+        for b in 0..n_blocks as u32 {
+            if !lane_wise && rng.gen_bool(0.3) {
                 shape = structure(rng);
             }
             sources.push(
                 shape
                     .iter()
                     .map(|&(input, block, ky, kx)| {
+                        let block = if lane_wise { block + b } else { block };
                         tile += 1;
                         WindowSource {
                             input,
@@ -989,6 +1068,15 @@ mod tests {
         let params_addr = addr;
         addr += n_blocks as u32 * PARAM_ROWS * cols * 4;
         let mut dram: Vec<u8> = (0..addr).map(|_| rng.gen()).collect();
+        if lane_wise {
+            for t in 0..tile as usize {
+                for r in 0..rows as usize {
+                    for c in (0..cols as usize).filter(|&c| c != r) {
+                        dram[tiles_addr as usize + (t * rows as usize + r) * cols as usize + c] = 0;
+                    }
+                }
+            }
+        }
         for b in 0..n_blocks {
             for c in 0..cols as usize {
                 let at = params_addr as usize + b * PARAM_ROWS as usize * cols as usize * 4;
@@ -1040,15 +1128,17 @@ mod tests {
     fn operations_compute_their_definition() {
         let mut rng = StdRng::seed_from_u64(11);
         let mut scratch = Vec::new();
+        let mut lane_wise_cases = 0;
         for cfg in [HwConfig::SMALL, HwConfig::DEFAULT] {
-            for case in 0..60 {
-                let (op, dram) = random_op(&cfg, &mut rng);
+            for case in 0..80 {
+                let (op, dram) = random_op(&cfg, &mut rng, case % 2 == 1);
                 op.validate(&cfg, dram.len() as u64)
                     .unwrap_or_else(|e| panic!("case {case}: {e}"));
                 let mut want = dram.clone();
                 op.apply(&cfg, &mut want);
                 for isa in Isa::available() {
                     let p = Prepared::with_isa(&cfg, &op, &dram, isa);
+                    lane_wise_cases += p.lane_wise.is_some() as usize;
                     let mut got = dram.clone();
                     p.run(&mut got, &mut scratch);
                     if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
@@ -1060,5 +1150,7 @@ mod tests {
                 }
             }
         }
+        // Half the cases are lane-wise; those with a whole number of 16-lane steps run so.
+        assert!(lane_wise_cases >= 40, "{lane_wise_cases} lane-wise runs");
     }
 }
