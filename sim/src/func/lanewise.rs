@@ -158,9 +158,11 @@ impl LaneWise {
         dram_len: usize,
         simd: bool,
     ) {
-        let mut srcs = vec![None; self.terms.len()];
-        for &px in pixels {
-            for (k, s) in srcs.iter_mut().enumerate() {
+        let n = self.terms.len();
+        let mut srcs = vec![None; n * pixels.len()];
+        let mut outs = Vec::with_capacity(pixels.len());
+        for (&px, s) in pixels.iter().zip(srcs.chunks_exact_mut(n.max(1))) {
+            for (k, s) in s.iter_mut().enumerate().take(n) {
                 *s = self.source(op, k, px, dram_len);
             }
             let [img, y, x] = px;
@@ -169,15 +171,18 @@ impl LaneWise {
                 out + self.lanes <= dram_len,
                 "validated output lies inside the DRAM"
             );
-            #[cfg(target_arch = "x86_64")]
-            if simd && std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F; every address was checked above.
-                unsafe { self.pixel_avx512(&srcs, dram, out) };
-                continue;
-            }
-            let _ = simd;
+            outs.push(out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if simd && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; every address was checked above.
+            unsafe { self.pixels_avx512(&srcs, &outs, dram) };
+            return;
+        }
+        let _ = simd;
+        for (s, &out) in srcs.chunks_exact(n.max(1)).zip(&outs) {
             // SAFETY: every address was checked above.
-            unsafe { self.pixel(&srcs, dram, out) };
+            unsafe { self.pixel(&s[..n], dram, out) };
         }
     }
 
@@ -220,38 +225,42 @@ impl LaneWise {
         }
     }
 
-    /// [`LaneWise::pixel`] on AVX-512.
+    /// [`LaneWise::pixel`] on AVX-512 for every pixel (`srcs` is `[pixel][term]`), 16 lanes at
+    /// a time with their requantization constants prepared once.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; as [`LaneWise::pixel`].
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn pixel_avx512(&self, srcs: &[Option<usize>], dram: *mut u8, out: usize) {
+    unsafe fn pixels_avx512(&self, srcs: &[Option<usize>], outs: &[usize], dram: *mut u8) {
         use std::arch::x86_64::*;
         let params = self.params();
+        let n = self.terms.len();
         for c in (0..self.lanes).step_by(LANES) {
             // SAFETY: the CPU has AVX-512F; the parameters hold lanes c..c+16.
             let q = unsafe { requant::Lanes16::new(&params, c) };
-            let mut acc = _mm512_setzero_si512();
-            for (k, (t, src)) in self.terms.iter().zip(srcs).enumerate() {
-                let x = match src {
-                    // SAFETY: 16 lanes of the term's source (the caller's contract).
-                    Some(at) => unsafe {
-                        _mm512_cvtepi8_epi32(_mm_loadu_si128(dram.add(at + c).cast()))
-                    },
-                    None => _mm512_set1_epi32(t.input.pad_value as i32),
-                };
-                let d = &self.diag[k * self.lanes + c..][..LANES];
-                // SAFETY: 16 lanes of `d`.
-                let p = _mm512_mullo_epi32(x, unsafe { _mm512_loadu_si512(d.as_ptr().cast()) });
-                acc = match (k, self.max) {
-                    (0, _) => p,
-                    (_, false) => _mm512_add_epi32(acc, p),
-                    (_, true) => _mm512_max_epi32(acc, p),
-                };
+            for (j, &out) in outs.iter().enumerate() {
+                let mut acc = _mm512_setzero_si512();
+                for (k, (t, src)) in self.terms.iter().zip(&srcs[j * n..][..n]).enumerate() {
+                    let x = match src {
+                        // SAFETY: 16 lanes of the term's source (the caller's contract).
+                        Some(at) => unsafe {
+                            _mm512_cvtepi8_epi32(_mm_loadu_si128(dram.add(at + c).cast()))
+                        },
+                        None => _mm512_set1_epi32(t.input.pad_value as i32),
+                    };
+                    let d = &self.diag[k * self.lanes + c..][..LANES];
+                    // SAFETY: 16 lanes of `d`.
+                    let p = _mm512_mullo_epi32(x, unsafe { _mm512_loadu_si512(d.as_ptr().cast()) });
+                    acc = match (k, self.max) {
+                        (0, _) => p,
+                        (_, false) => _mm512_add_epi32(acc, p),
+                        (_, true) => _mm512_max_epi32(acc, p),
+                    };
+                }
+                // SAFETY: the pixel's 16 lanes from `c` are ours.
+                unsafe { _mm_storeu_si128(dram.add(out + c).cast(), q.apply(acc)) };
             }
-            // SAFETY: the pixel's 16 lanes from `c` are ours.
-            unsafe { _mm_storeu_si128(dram.add(out + c).cast(), q.apply(acc)) };
         }
     }
 }

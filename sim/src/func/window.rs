@@ -40,11 +40,16 @@ const PAR_PLANE_BYTES: usize = 1 << 18;
 const TASK_MACS: u64 = 1 << 21;
 
 /// One term of a group's reduction: a byte offset into an input's padded plane, relative to
-/// the output pixel's own position there.
-#[derive(Clone, Copy, Debug)]
+/// the output pixel's own position there, and where its weights are.
+#[derive(Clone, Debug)]
 pub(super) struct Term {
     pub input: usize,
     pub offset: usize,
+    /// The groups of 4 rows whose weights are not all zero (the others add nothing: the
+    /// padding lanes of a block, or of an image's 3 channels, are skipped).
+    steps: Vec<u8>,
+    /// Byte offset of its first step's weights; a step's take `lanes × 4 × elem` bytes.
+    weights_at: usize,
 }
 
 /// Output blocks `blocks` with one reduction structure, and their packed weights.
@@ -53,8 +58,9 @@ struct Group {
     /// Rows of each term (the array's).
     rows: usize,
     terms: Vec<Term>,
-    /// `[term][row/4][chunk][lane][row%4]` bytes: the `vpdpbusd` operand of every 4 rows and
-    /// 16 lanes (lanes past the group's are zero).
+    /// Per term and step, `[chunk][lane][row%4]` bytes: the `vpdpbusd` operand of 4 rows
+    /// and 16 lanes (lanes past the group's are zero); with int16 lanes (AVX2),
+    /// `[row%4/2][chunk][lane][row%2]` int16.
     weights: Vec<u8>,
     /// 16-lane chunks of the group.
     chunks: usize,
@@ -226,6 +232,8 @@ impl Prepared {
             Term {
                 input: s.input as usize,
                 offset: ((dy * p.width + dx) * p.lanes + s.block as usize * rows) * elem,
+                steps: Vec::new(),
+                weights_at: 0,
             }
         };
         let lane_wise = LaneWise::detect(cfg, op, dram);
@@ -249,39 +257,65 @@ impl Prepared {
             while b1 < op.sources.len() && b1 - b0 < per_group && shape(b1) == s0 {
                 b1 += 1;
             }
-            let terms: Vec<Term> = op.sources[b0].iter().map(term).collect();
+            let mut terms: Vec<Term> = op.sources[b0].iter().map(term).collect();
             let lanes = (b1 - b0) * cols;
             let chunks = lanes.div_ceil(LANES);
-            let mut weights = vec![0u8; terms.len() * rows * chunks * LANES * elem];
+            let step_bytes = chunks * LANES * 4 * elem;
+            let tile = |b: usize, k: usize| {
+                let at = op.tiles_addr as usize + op.sources[b][k].tile as usize * rows * cols;
+                &dram[at..at + rows * cols]
+            };
             let by_max = op.combine == GemmMode::Max;
             let mut start = vec![0i32; if by_max { terms.len() } else { 1 } * chunks * LANES];
-            for k in 0..terms.len() {
-                for b in b0..b1 {
-                    let tile =
-                        op.tiles_addr as usize + op.sources[b][k].tile as usize * rows * cols;
-                    for c in 0..cols {
-                        let lane = (b - b0) * cols + c;
-                        let mut sum = 0i32;
-                        for r in 0..rows {
-                            let v = dram[tile + r * cols + c];
-                            sum = sum.wrapping_add(v as i8 as i32);
-                            if elem == 1 {
-                                // [term][row/4][lane][row%4]
-                                let at =
-                                    ((k * rows / 4 + r / 4) * chunks * LANES + lane) * 4 + r % 4;
-                                weights[at] = v;
-                            } else {
-                                // [term][row/2][lane][row%2] as int16
-                                let at =
-                                    ((k * rows / 2 + r / 2) * chunks * LANES + lane) * 2 + r % 2;
-                                let w = (v as i8 as i16).to_le_bytes();
-                                weights[2 * at..2 * at + 2].copy_from_slice(&w);
+            let mut weights = Vec::new();
+            for (k, t) in terms.iter_mut().enumerate() {
+                t.weights_at = weights.len();
+                for r4 in 0..rows / 4 {
+                    let rows4 = r4 * 4..r4 * 4 + 4;
+                    let live = (b0..b1).any(|b| {
+                        rows4
+                            .clone()
+                            .any(|r| tile(b, k)[r * cols..][..cols].iter().any(|&v| v != 0))
+                    });
+                    if !live {
+                        continue;
+                    }
+                    t.steps.push(r4 as u8);
+                    let at = weights.len();
+                    weights.resize(at + step_bytes, 0);
+                    let step = &mut weights[at..];
+                    for b in b0..b1 {
+                        let w = tile(b, k);
+                        for c in 0..cols {
+                            let lane = (b - b0) * cols + c;
+                            for r in rows4.clone() {
+                                let v = w[r * cols + c];
+                                if elem == 1 {
+                                    step[lane * 4 + r % 4] = v;
+                                } else {
+                                    let i = (r % 4 / 2 * chunks * LANES + lane) * 2 + r % 2;
+                                    step[2 * i..2 * i + 2]
+                                        .copy_from_slice(&(v as i8 as i16).to_le_bytes());
+                                }
                             }
                         }
+                    }
+                }
+                for b in b0..b1 {
+                    let w = tile(b, k);
+                    for c in 0..cols {
+                        let lane = (b - b0) * cols + c;
+                        let sum = (0..rows)
+                            .fold(0i32, |s, r| s.wrapping_add(w[r * cols + c] as i8 as i32));
                         let s = &mut start[if by_max { k * chunks * LANES } else { 0 } + lane];
                         *s = s.wrapping_sub(sum.wrapping_mul(128));
                     }
                 }
+            }
+            // The kernels read a term's steps without bounds checks.
+            for t in &terms {
+                assert!(t.weights_at + t.steps.len() * step_bytes <= weights.len());
+                assert!(t.steps.iter().all(|&r4| (r4 as usize + 1) * 4 <= rows));
             }
             let mut lane_params = [0, 1, 2].map(|_| vec![0i32; chunks * LANES]);
             for b in b0..b1 {
@@ -299,6 +333,7 @@ impl Prepared {
             for t in &terms {
                 reach[t.input] = reach[t.input].max(t.offset + rows * elem);
             }
+            let _ = step_bytes;
             groups.push(Group {
                 blocks: b0..b1,
                 rows,
@@ -396,15 +431,7 @@ impl Prepared {
                     for (k, t) in group.terms.iter().enumerate() {
                         let start = &group.start[k * lanes..][..lanes];
                         let dst = if k == 0 { &mut acc } else { &mut tmp };
-                        kernel.run(
-                            group,
-                            k..k + 1,
-                            std::slice::from_ref(t),
-                            start,
-                            &bases,
-                            planes,
-                            dst,
-                        );
+                        kernel.run(group, std::slice::from_ref(t), start, &bases, planes, dst);
                         if k > 0 {
                             for (a, &v) in acc.iter_mut().zip(tmp.iter()) {
                                 *a = (*a).max(v);
@@ -414,15 +441,7 @@ impl Prepared {
                 }
                 _ => {
                     let terms = &group.terms;
-                    kernel.run(
-                        group,
-                        0..terms.len(),
-                        terms,
-                        &group.start,
-                        &bases,
-                        planes,
-                        &mut acc,
-                    );
+                    kernel.run(group, terms, &group.start, &bases, planes, &mut acc);
                 }
             }
             self.write_pixels(group, &acc, &outs[..n], out, kernel.simd());
@@ -722,7 +741,6 @@ impl Kernel {
     fn run(
         self,
         group: &Group,
-        ks: std::ops::Range<usize>,
         terms: &[Term],
         start: &[i32],
         bases: &[[usize; MAX_PIXELS]],
@@ -730,8 +748,7 @@ impl Kernel {
         out: &mut [i32],
     ) {
         let rows = group.rows;
-        let stride = group.weights.len() / group.terms.len();
-        let weights = &group.weights[ks.start * stride..ks.end * stride];
+        let weights = group.weights.as_slice();
         let p = self.pixels();
         assert!(out.len() >= p * group.chunks * LANES && start.len() >= group.chunks * LANES);
         // Every byte the kernels read: the planes cover each window, and weights match terms.
@@ -742,7 +759,6 @@ impl Kernel {
                 assert!(far + reach <= plane.len(), "window inside its plane");
             }
         }
-        assert_eq!(weights.len(), terms.len() * stride);
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Vnni(c) => {
@@ -811,13 +827,13 @@ type KernelArgs<'a> = (
 
 /// # Safety
 /// The CPU must have AVX-512F and VNNI; every window row (`rows` bytes at `base + offset`)
-/// must lie inside its plane, `weights` hold `terms × rows/4 × chunks × 64` bytes, `start`
-/// `chunks × 16` lanes and `out` `P × chunks × 16`; `NR` must be `chunks`.
+/// must lie inside its plane, `weights` hold every term's steps, `start` `chunks × 16`
+/// lanes and `out` `P × chunks × 16`; `NR` must be `chunks`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vnni")]
 unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
     use std::arch::x86_64::*;
-    let (chunks, rows, terms, start, bases, planes, weights, out) = args;
+    let (chunks, _, terms, start, bases, planes, weights, out) = args;
     debug_assert_eq!(chunks, NR);
     let lanes = NR * LANES;
     let mut acc = [[_mm512_setzero_si512(); NR]; P];
@@ -827,7 +843,7 @@ unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
             *v = unsafe { _mm512_loadu_si512(start.as_ptr().add(j * LANES).cast()) };
         }
     }
-    for (k, t) in terms.iter().enumerate() {
+    for t in terms {
         let plane = planes[t.input].as_ptr();
         let mut ptr = [plane; P];
         for (p, x) in ptr.iter_mut().enumerate() {
@@ -835,12 +851,13 @@ unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
             *x = unsafe { plane.add(bases[t.input][p] + t.offset) };
         }
         // SAFETY: term k's weights.
-        let wk = unsafe { weights.as_ptr().add(k * rows * lanes) };
-        for r4 in 0..rows / 4 {
+        let wk = unsafe { weights.as_ptr().add(t.weights_at) };
+        for (i, &r4) in t.steps.iter().enumerate() {
+            let r4 = r4 as usize;
             let mut w = [_mm512_setzero_si512(); NR];
             for (j, v) in w.iter_mut().enumerate() {
-                // SAFETY: the 64 bytes of chunk j at row group r4.
-                *v = unsafe { _mm512_loadu_si512(wk.add((r4 * NR + j) * LANES * 4).cast()) };
+                // SAFETY: the 64 bytes of chunk j of step i.
+                *v = unsafe { _mm512_loadu_si512(wk.add((i * NR + j) * LANES * 4).cast()) };
             }
             for (a, &src) in acc.iter_mut().zip(&ptr) {
                 // SAFETY: 4 bytes of the window row.
@@ -862,13 +879,13 @@ unsafe fn vnni<const P: usize, const NR: usize>(args: KernelArgs) {
 
 /// # Safety
 /// The CPU must have AVX2; every window row (`2·rows` bytes at `base + offset`, int16 lanes)
-/// must lie inside its plane, `weights` hold `terms × rows/2 × chunks × 16` int16 pairs,
-/// `start` `chunks × 16` lanes and `out` `P × chunks × 16`.
+/// must lie inside its plane, `weights` hold every term's steps, `start` `chunks × 16` lanes
+/// and `out` `P × chunks × 16`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn avx2<const P: usize>(args: KernelArgs) {
     use std::arch::x86_64::*;
-    let (chunks, rows, terms, start, bases, planes, weights, out) = args;
+    let (chunks, _, terms, start, bases, planes, weights, out) = args;
     let lanes = chunks * LANES;
     for c in 0..chunks {
         let mut acc = [[_mm256_setzero_si256(); 2]; P];
@@ -878,19 +895,23 @@ unsafe fn avx2<const P: usize>(args: KernelArgs) {
                 *v = unsafe { _mm256_loadu_si256(start.as_ptr().add(c * LANES + 8 * h).cast()) };
             }
         }
-        for (k, t) in terms.iter().enumerate() {
+        for t in terms {
             let plane = planes[t.input].as_ptr();
             let mut ptr = [plane; P];
             for (p, x) in ptr.iter_mut().enumerate() {
                 // SAFETY: inside the plane (the caller's contract).
                 *x = unsafe { plane.add(bases[t.input][p] + t.offset) };
             }
-            // SAFETY: term k's weights, chunk c.
-            let wk = unsafe { weights.as_ptr().add(k * rows * lanes * 2 + c * LANES * 4) };
-            for r2 in 0..rows / 2 {
-                // SAFETY: the 16 int16 pairs of chunk c at row pair r2.
+            // SAFETY: the term's weights, chunk c.
+            let wk = unsafe { weights.as_ptr().add(t.weights_at + c * LANES * 4) };
+            let pairs =
+                t.steps.iter().enumerate().flat_map(|(i, &r4)| {
+                    [(2 * i, 2 * r4 as usize), (2 * i + 1, 2 * r4 as usize + 1)]
+                });
+            for (i, r2) in pairs {
+                // SAFETY: the 16 int16 pairs of chunk c of the step's row pair.
                 let w = unsafe {
-                    let at = wk.add(r2 * lanes * 4);
+                    let at = wk.add(i * lanes * 4);
                     [
                         _mm256_loadu_si256(at.cast()),
                         _mm256_loadu_si256(at.add(32).cast()),
@@ -937,11 +958,11 @@ fn portable(
     for p in 0..pixels {
         let o = &mut out[p * lanes..][..lanes];
         o.copy_from_slice(&start[..lanes]);
-        for (k, t) in terms.iter().enumerate() {
+        for t in terms {
             let row = &planes[t.input][bases[t.input][p] + t.offset..][..rows];
-            let wk = &weights[k * rows * lanes..][..rows * lanes];
-            for (r4, x) in row.chunks_exact(4).enumerate() {
-                let w = &wk[r4 * lanes * 4..][..lanes * 4];
+            for (i, &r4) in t.steps.iter().enumerate() {
+                let x = &row[r4 as usize * 4..][..4];
+                let w = &weights[t.weights_at + i * lanes * 4..][..lanes * 4];
                 for (v, w) in o.iter_mut().zip(w.chunks_exact(4)) {
                     let mut s = 0i32;
                     for (&a, &b) in x.iter().zip(w) {
@@ -1068,6 +1089,19 @@ mod tests {
         let params_addr = addr;
         addr += n_blocks as u32 * PARAM_ROWS * cols * 4;
         let mut dram: Vec<u8> = (0..addr).map(|_| rng.gen()).collect();
+        // Rows of zeros, as the padding lanes of a block have, in some tiles.
+        for t in 0..tile as usize {
+            let at = tiles_addr as usize + t * (rows * cols) as usize;
+            let zero = match rng.gen_range(0..4) {
+                0 => 4..rows as usize,
+                1 => {
+                    let r4 = rng.gen_range(0..rows as usize / 4) * 4;
+                    r4..r4 + 4
+                }
+                _ => 0..0,
+            };
+            dram[at + zero.start * cols as usize..at + zero.end * cols as usize].fill(0);
+        }
         if lane_wise {
             for t in 0..tile as usize {
                 for r in 0..rows as usize {
