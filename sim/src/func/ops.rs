@@ -106,7 +106,7 @@ pub(crate) fn plan(
             Some(e)
         } else if let Some(e) = window::unsupported(cfg, &d.op) {
             Some(e.into())
-        } else if !rows.self_contained(cfg, &insns[start..end]) {
+        } else if !rows.self_contained(&insns[start..end]) {
             Some("its instructions read on-chip rows they did not write".into())
         } else {
             None
@@ -135,7 +135,7 @@ pub(crate) fn plan(
         at = p.end;
     }
     rest.extend_from_slice(&insns[at..]);
-    if !planned.is_empty() && !rows.self_contained(cfg, &rest) {
+    if !planned.is_empty() && !rows.self_contained(&rest) {
         tracing::debug!("instructions outside the operations read on-chip state: none used");
         planned.clear();
     }
@@ -200,7 +200,7 @@ impl Written {
 
     /// Whether every row `insns` read was written earlier in `insns` (bounding intervals of the
     /// rows read; rows written counted only for dense walks, so the answer errs towards "no").
-    fn self_contained(&mut self, cfg: &HwConfig, insns: &[Instruction]) -> bool {
+    fn self_contained(&mut self, insns: &[Instruction]) -> bool {
         self.generation += 1;
         let g = self.generation;
         let rows = |w: &sinter_isa::Walk, o: u16, i: u16| w.bounds(o, i);
@@ -248,7 +248,6 @@ impl Written {
                 s[lo as usize..=hi as usize].fill(g);
             }
         }
-        let _ = cfg;
         true
     }
 }

@@ -333,7 +333,6 @@ impl Prepared {
             for t in &terms {
                 reach[t.input] = reach[t.input].max(t.offset + rows * elem);
             }
-            let _ = step_bytes;
             groups.push(Group {
                 blocks: b0..b1,
                 rows,
@@ -1031,7 +1030,11 @@ mod tests {
         } else {
             rng.gen_range(1..=9usize)
         };
-        let block0 = rng.gen_range(0..=in_blocks - n_blocks as u32);
+        let block0 = if lane_wise {
+            rng.gen_range(0..=in_blocks - n_blocks as u32)
+        } else {
+            0
+        };
         let output = TensorView {
             addr,
             images,
