@@ -110,6 +110,11 @@ impl LaneWise {
         })
     }
 
+    /// Terms of each lane's reduction.
+    pub(crate) fn terms(&self) -> usize {
+        self.terms.len()
+    }
+
     fn params(&self) -> requant::Params<'_> {
         requant::Params {
             bias: &self.bias,

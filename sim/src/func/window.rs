@@ -35,7 +35,7 @@ const LANES: usize = 16;
 /// Smallest amount of work (in MACs) worth spreading over threads.
 const PAR_MACS: u64 = 1 << 20;
 /// Smallest plane (in bytes) filled by several threads.
-const PAR_PLANE_BYTES: usize = 1 << 18;
+const PAR_PLANE_BYTES: usize = 1 << 16;
 /// MACs one parallel task gets, roughly.
 const TASK_MACS: u64 = 1 << 21;
 
@@ -452,9 +452,11 @@ impl Prepared {
     fn run_lanes(&self, lw: &LaneWise, dram: &mut [u8]) {
         let [_, _, h, w] = self.op.out_region().map(|v| v as usize);
         let pixels = self.op.output.images as usize * h * w;
-        // Lane-wise work is light: a task is a few thousand pixels.
-        let run = (TASK_MACS as usize / (self.cfg.cols as usize * self.cfg.rows as usize))
-            .max(MAX_PIXELS);
+        // A pixel costs about its lanes times (terms + the requantization, some 8 multiplies'
+        // worth); a task gets a sixteenth of a matrix task's work, so that even a small layer
+        // spreads over the threads.
+        let per_pixel = lw.lanes * (lw.terms() + 8);
+        let run = (TASK_MACS as usize / 16 / per_pixel.max(1)).max(MAX_PIXELS);
         let out = OutPtr(dram.as_mut_ptr(), dram.len());
         let simd = self.isa != Isa::Portable;
         let job = |q0: usize| {
