@@ -416,19 +416,25 @@ fn int8_close_to_float(onnx: &[u8]) {
     eprintln!("largest error: {:.1}% of the largest output", worst * 100.0);
 }
 
-#[test]
-fn rtl_matches_the_functional_model() {
-    for (onnx, x) in [
-        (network(), inputs(1, 99)),
+/// The three test networks, each with an input of `images` images (the first network) drawn
+/// from `seed`.
+fn networks_with_inputs(images: usize, seed: u64) -> [(Vec<u8>, ArrayD<f32>); 3] {
+    [
+        (network(), inputs(images, seed)),
         (
             projections(),
-            inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], 99),
+            inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], seed),
         ),
         (
             wide_pointwise(),
-            inputs_shaped(&[1, WIDE_C, WIDE_SIDE, WIDE_SIDE], 99),
+            inputs_shaped(&[1, WIDE_C, WIDE_SIDE, WIDE_SIDE], seed),
         ),
-    ] {
+    ]
+}
+
+#[test]
+fn rtl_matches_the_functional_model() {
+    for (onnx, x) in networks_with_inputs(1, 99) {
         rtl_matches_func(&onnx, &x);
     }
 }
@@ -465,17 +471,7 @@ fn run_func(b: &Bundle, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>, u64) {
 
 #[test]
 fn layers_run_as_operations_give_the_instructions_results() {
-    for (onnx, x) in [
-        (network(), inputs(2, 5)),
-        (
-            projections(),
-            inputs_shaped(&[1, PROJ_C, PROJ_SIDE, PROJ_SIDE], 5),
-        ),
-        (
-            wide_pointwise(),
-            inputs_shaped(&[1, WIDE_C, WIDE_SIDE, WIDE_SIDE], 5),
-        ),
-    ] {
+    for (onnx, x) in networks_with_inputs(2, 5) {
         for hw in [HwConfig::SMALL, HwConfig::DEFAULT] {
             let with_ops = bundle(&onnx, hw);
             assert!(
