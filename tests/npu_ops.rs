@@ -31,7 +31,7 @@ use sinter_compiler::onnx::proto::{
 use sinter_compiler::{interp, onnx};
 use sinter_host::driver::Driver;
 use sinter_host::runtime::{open_runtime, Runtime};
-use sinter_host::transport::{DeviceKind, FuncTransport};
+use sinter_host::transport::{DeviceKind, FuncTransport, Transport};
 use sinter_isa::bundle::{Bundle, Stage};
 use sinter_isa::insn::{Dma, Instruction};
 use sinter_isa::tensor::Tensor;
@@ -349,13 +349,18 @@ fn bundle(onnx: &[u8], hw: HwConfig) -> Bundle {
 
 fn run(b: &Bundle, kind: DeviceKind, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>) {
     let mut rt = open_runtime(kind, b.clone(), Duration::from_secs(120)).unwrap();
+    infer_and_dump(&mut rt, x)
+}
+
+/// Runs `x` and returns the model's output and the device's whole DRAM.
+fn infer_and_dump<T: Transport>(rt: &mut Runtime<T>, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>) {
     let out = rt
         .infer(&HashMap::from([(
             "x".to_string(),
             Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
         )]))
         .unwrap();
-    let mut image = vec![0u8; b.manifest.memory.dram_bytes as usize];
+    let mut image = vec![0u8; rt.bundle().manifest.memory.dram_bytes as usize];
     rt.driver().read(0, &mut image).unwrap();
     (out.outputs[0].1.data.clone(), image)
 }
@@ -457,16 +462,8 @@ fn rtl_matches_func(onnx: &[u8], x: &ArrayD<f32>) {
 fn run_func(b: &Bundle, x: &ArrayD<f32>) -> (Vec<f32>, Vec<u8>, u64) {
     let dev = FuncTransport::func(b.config, b.manifest.memory.dram_bytes as u64).unwrap();
     let mut rt = Runtime::new(Driver::new(dev).unwrap(), b.clone()).unwrap();
-    let out = rt
-        .infer(&HashMap::from([(
-            "x".to_string(),
-            Tensor::new(x.shape().to_vec(), x.iter().copied().collect()).unwrap(),
-        )]))
-        .unwrap();
-    let mut image = vec![0u8; b.manifest.memory.dram_bytes as usize];
-    rt.driver().read(0, &mut image).unwrap();
-    let ops = rt.driver().transport().npu().ops_done();
-    (out.outputs[0].1.data.clone(), image, ops)
+    let (out, image) = infer_and_dump(&mut rt, x);
+    (out, image, rt.driver().transport().npu().ops_done())
 }
 
 #[test]
