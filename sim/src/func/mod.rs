@@ -246,7 +246,9 @@ impl FuncSim {
     /// Says that instructions `op.insn_start..op.insn_end` of the program at `program_base`
     /// (already in DRAM) compute `op`, for every op of `ops`, replacing what was described
     /// before. Ranges that qualify then run as operations (see the module docs); results are
-    /// the same either way.
+    /// the same either way, provided no later run reads on-chip rows an earlier run left
+    /// behind without writing them itself (each run is checked on its own; compiled programs
+    /// start every stage from an empty chip).
     pub fn describe_ops(&mut self, program_base: u64, ops: &[sinter_isa::window::WindowOp]) {
         let dram = &self.st.dram;
         self.described = ops
