@@ -259,6 +259,13 @@ impl Walk {
     pub fn bounds(&self, outer: u16, inner: u16) -> Option<(u64, u64)> {
         (outer > 0 && inner > 0).then(|| (self.base as u64, self.max_row(outer, inner)))
     }
+
+    /// Whether an `outer × inner` loop visits every row of its bounding interval.
+    pub fn covers(&self, outer: u16, inner: u16) -> bool {
+        let (so, si) = (self.stride_outer as usize, self.stride_inner as usize);
+        let (no, ni) = (outer as usize, inner as usize);
+        (ni == 1 || si == 1) && (no == 1 || so == ni || (ni == 1 && so == 1))
+    }
 }
 
 /// A two-level affine loop over buffer rows: iteration `(o, i)` touches row

@@ -193,6 +193,14 @@ impl WindowOp {
         ]
     }
 
+    /// Parameter row `row` (0 bias, 1 multiplier, 2 shift) of output block `block` at lane
+    /// `lane`, read from `dram` (which must hold the parameters: see [`WindowOp::validate`]).
+    pub fn param(&self, cfg: &HwConfig, dram: &[u8], block: usize, row: usize, lane: usize) -> i32 {
+        let cols = cfg.cols as usize;
+        let a = self.params_addr as usize + ((block * PARAM_ROWS as usize + row) * cols + lane) * 4;
+        i32::from_le_bytes([dram[a], dram[a + 1], dram[a + 2], dram[a + 3]])
+    }
+
     /// Checks that the operation is well formed and reads and writes only DRAM bytes below
     /// `dram_bytes`, and that its output overlaps none of its inputs.
     pub fn validate(&self, cfg: &HwConfig, dram_bytes: u64) -> Result<(), String> {
@@ -270,8 +278,8 @@ impl WindowOp {
             .unwrap_or(0)
     }
 
-    /// Lanes `0..n` of input `input`'s pixels hold every lane the sources read.
-    fn lanes_read(&self, input: u32, rows: u32) -> u32 {
+    /// Lanes `0..n` of input `input`'s pixels hold every lane the sources read (0: none).
+    pub fn lanes_read(&self, input: u32, rows: u32) -> u32 {
         self.sources
             .iter()
             .flatten()
@@ -304,7 +312,6 @@ impl WindowOp {
     /// docs). `self` must have passed [`WindowOp::validate`] for `dram.len()`.
     pub fn apply(&self, cfg: &HwConfig, dram: &mut [u8]) {
         let (rows, cols) = (cfg.rows as usize, cfg.cols as usize);
-        let i32_at = |d: &[u8], a: usize| i32::from_le_bytes(d[a..a + 4].try_into().unwrap());
         let [y0, x0, h, w] = self.out_region();
         // The inputs are read before any output is written; they do not overlap it.
         let mut results = Vec::new();
@@ -340,10 +347,9 @@ impl WindowOp {
                                 *a = if k == 0 { p } else { self.combine.apply(*a, p) };
                             }
                         }
-                        let params = self.params_addr as usize + b * PARAM_ROWS as usize * cols * 4;
                         let at = self.output.pixel_addr(n, y, x) as usize + b * cols;
                         for (c, &a) in acc.iter().enumerate() {
-                            let p = |row: usize| i32_at(dram, params + (row * cols + c) * 4);
+                            let p = |row: usize| self.param(cfg, dram, b, row, c);
                             let v = requant_lane(
                                 a,
                                 p(0),

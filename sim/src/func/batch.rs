@@ -99,13 +99,6 @@ impl Span {
     }
 }
 
-/// Whether an `n_outer × n_inner` walk visits every row of its bounding range.
-fn covers(w: &Walk, n_outer: u16, n_inner: u16) -> bool {
-    let (so, si) = (w.stride_outer as usize, w.stride_inner as usize);
-    let (no, ni) = (n_outer as usize, n_inner as usize);
-    (ni == 1 || si == 1) && (no == 1 || so == ni || (ni == 1 && so == 1))
-}
-
 /// A pending instruction with what it took from the buffers when it joined.
 enum Item {
     /// A GEMM, its packed weights, and the activation rows it reads when a load has since
@@ -283,7 +276,7 @@ impl Batch {
         let w = gemm::packed(st, g.wgt);
         let cols = st.cfg.cols as usize;
         let acc = Span::of(&g.acc, g.n_outer, g.n_inner);
-        let renames = g.mode == GemmMode::Overwrite && covers(&g.acc, g.n_outer, g.n_inner);
+        let renames = g.mode == GemmMode::Overwrite && g.acc.covers(g.n_outer, g.n_inner);
         let chain = if renames {
             self.renaming(st, acc, |c| &mut c.acc);
             self.start(st, acc, true, Span::EMPTY)
@@ -320,7 +313,7 @@ impl Batch {
         let params: Box<[i32]> = st.acc[p..p + 3 * cols].into();
         let src = Span::of(&v.src, v.n_outer, v.n_inner);
         let dst = Span::of(&v.dst, v.n_outer, v.n_inner);
-        let fresh = covers(&v.dst, v.n_outer, v.n_inner);
+        let fresh = v.dst.covers(v.n_outer, v.n_inner);
         let chain = loop {
             let k = match self.acc_owner(src) {
                 Owner::Chain(k) => k,

@@ -107,8 +107,7 @@ pub(crate) fn note_store(st: &mut State, d: &Dma) -> Result<(), String> {
     let (ys, xs) = (d.y_size as usize, d.x_size as usize);
     let lo = d.dram_base as usize;
     let hi = elem_addr(d, ys - 1, xs - 1) + elem;
-    st.stored = (st.stored.0.min(lo), st.stored.1.max(hi));
-    st.dram_written(lo, hi);
+    st.note_written(lo, hi);
     Ok(())
 }
 

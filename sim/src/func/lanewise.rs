@@ -11,7 +11,7 @@
 
 use super::requant;
 use sinter_isa::insn::GemmMode;
-use sinter_isa::window::{WindowInput, WindowOp, PARAM_ROWS};
+use sinter_isa::window::{WindowInput, WindowOp};
 use sinter_isa::HwConfig;
 
 /// Lanes per step.
@@ -88,12 +88,7 @@ impl LaneWise {
         }
         let param = |row: usize| -> Vec<i32> {
             (0..lanes)
-                .map(|lane| {
-                    let (b, c) = (lane / cols, lane % cols);
-                    let a =
-                        op.params_addr as usize + ((b * PARAM_ROWS as usize + row) * cols + c) * 4;
-                    i32::from_le_bytes([dram[a], dram[a + 1], dram[a + 2], dram[a + 3]])
-                })
+                .map(|lane| op.param(cfg, dram, lane / cols, row, lane % cols))
                 .collect()
         };
         Some(LaneWise {

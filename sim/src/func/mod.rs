@@ -126,6 +126,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Notes DRAM bytes `lo..hi` as written by this run (by a store or an operation): what was
+    /// derived from them is forgotten, and decoded programs under them are dropped after it.
+    pub fn note_written(&mut self, lo: usize, hi: usize) {
+        self.stored = (self.stored.0.min(lo), self.stored.1.max(hi));
+        self.dram_written(lo, hi);
+    }
+
     /// Forgets packed tiles when DRAM bytes `lo..hi` change.
     pub fn dram_written(&mut self, lo: usize, hi: usize) {
         let (min, max) = self.packed_span;
@@ -429,9 +436,7 @@ impl FuncSim {
                     op.prepared.run(&mut self.st.dram, &mut self.scratch);
                     self.ops_done += 1;
                     let (lo, hi) = op.prepared.out_span();
-                    let (lo, hi) = (lo as usize, hi as usize);
-                    self.st.stored = (self.st.stored.0.min(lo), self.st.stored.1.max(hi));
-                    self.st.dram_written(lo, hi);
+                    self.st.note_written(lo as usize, hi as usize);
                     op.apply_tokens(&mut tokens);
                     let n = op.end - op.start;
                     self.insns_done = self.insns_done.wrapping_add(n as u32);

@@ -218,7 +218,7 @@ impl Written {
                         Some((Buffer::Wgt, (m.wgt as u64, m.wgt as u64))),
                         acc.filter(|_| m.mode.reads_acc()).map(|r| (Buffer::Acc, r)),
                     ];
-                    let dense = dense(&m.acc, m.n_outer, m.n_inner);
+                    let dense = m.acc.covers(m.n_outer, m.n_inner);
                     (reads, acc.filter(|_| dense).map(|r| (Buffer::Acc, r)))
                 }
                 Instruction::Vec(v) => {
@@ -229,7 +229,7 @@ impl Written {
                         None,
                     ];
                     let out = rows(&v.dst, v.n_outer, v.n_inner)
-                        .filter(|_| dense(&v.dst, v.n_outer, v.n_inner));
+                        .filter(|_| v.dst.covers(v.n_outer, v.n_inner));
                     (reads, out.map(|r| (Buffer::Out, r)))
                 }
                 Instruction::Sync(_) => ([None; 3], None),
@@ -250,11 +250,4 @@ impl Written {
         }
         true
     }
-}
-
-/// Whether an `outer × inner` walk visits every row of its bounding interval.
-fn dense(w: &sinter_isa::Walk, outer: u16, inner: u16) -> bool {
-    let (so, si) = (w.stride_outer as usize, w.stride_inner as usize);
-    let (no, ni) = (outer as usize, inner as usize);
-    (ni == 1 || si == 1) && (no == 1 || so == ni || (ni == 1 && so == 1))
 }

@@ -25,7 +25,7 @@ use super::lanewise::LaneWise;
 use super::requant;
 use rayon::prelude::*;
 use sinter_isa::insn::GemmMode;
-use sinter_isa::window::{WindowOp, PARAM_ROWS};
+use sinter_isa::window::WindowOp;
 use sinter_isa::HwConfig;
 
 /// Output lanes of one group at most (four 16-lane registers per pixel).
@@ -199,14 +199,8 @@ impl Prepared {
         let [y0, x0, h, w] = op.out_region().map(|v| v as i64);
         let planes: Vec<Plane> = (0..op.inputs.len())
             .map(|i| {
-                let lanes = op
-                    .sources
-                    .iter()
-                    .flatten()
-                    .filter(|s| s.input as usize == i)
-                    .map(|s| (s.block as usize + 1) * rows)
-                    .max()
-                    .unwrap_or(rows);
+                // An input no source reads still gets a (never read) plane of one block.
+                let lanes = (op.lanes_read(i as u32, rows as u32) as usize).max(rows);
                 let span = |axis: usize, o0: i64, n: i64| {
                     let lo = op.input_coord(axis, o0 as u32, 0);
                     let last = (o0 + n - 1).max(o0);
@@ -319,12 +313,9 @@ impl Prepared {
             }
             let mut lane_params = [0, 1, 2].map(|_| vec![0i32; chunks * LANES]);
             for b in b0..b1 {
-                let at = op.params_addr as usize + b * PARAM_ROWS as usize * cols * 4;
                 for (row, lanes) in lane_params.iter_mut().enumerate() {
                     for c in 0..cols {
-                        let a = at + (row * cols + c) * 4;
-                        lanes[(b - b0) * cols + c] =
-                            i32::from_le_bytes([dram[a], dram[a + 1], dram[a + 2], dram[a + 3]]);
+                        lanes[(b - b0) * cols + c] = op.param(cfg, dram, b, row, c);
                     }
                 }
             }
@@ -981,7 +972,7 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-    use sinter_isa::window::{TensorView, WindowInput, WindowSource};
+    use sinter_isa::window::{TensorView, WindowInput, WindowSource, PARAM_ROWS};
 
     /// A random operation over random DRAM: one or two inputs (with extra lanes, as views of a
     /// concatenation have), padding, strides, dilation, a region, output blocks in groups of
